@@ -1,0 +1,1 @@
+"""How the real services start: local Apache Kafka (KRaft), Redis and Ray; deployment manifests."""

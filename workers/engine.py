@@ -1,0 +1,57 @@
+"""The one scoring interface between the Kafka/backfill side and the model side.
+
+A batch of typed ``ScoreRequest`` goes in, a list of ``ScoreResult`` (same order) comes out. Callers never
+see tokens, logits or KV caches; the model side never sees Kafka, Redis or tenants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import Message, Side
+from schemas.taxonomy import Taxonomy
+
+
+class ScoreRequest(BaseModel):
+    """One conversation to score under one taxonomy, for one side."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    messages: tuple[Message, ...] = Field(min_length=1)
+    side: Side
+    taxonomy: Taxonomy
+    decode_categories_at: float | None = Field(
+        default=0.5, ge=0.0, le=1.0, description="Decode violated codes when score >= this; None: never."
+    )
+    category_codes: tuple[str, ...] = Field(
+        default=(), description="Codes to score 1-vs-all with one-category prompts (the paper's protocol)."
+    )
+
+
+class ScoreResult(BaseModel):
+    """The model's answer for one request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    score: float = Field(ge=0.0, le=1.0, description="P(first verdict token is 'unsafe').")
+    categories: tuple[str, ...] = Field(default=(), description="Valid codes decoded after 'unsafe\\n'.")
+    unknown_codes: tuple[str, ...] = ()
+    parse_issues: tuple[str, ...] = ()
+    raw_output: str | None = Field(default=None, description="Decoded text, when categories were decoded.")
+    category_scores: dict[str, float] = Field(default_factory=dict)
+    prompt_tokens: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Anything that scores batches: the in-process scorer, a Ray replica handle, a model pool."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...

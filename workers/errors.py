@@ -1,0 +1,29 @@
+"""Error types a person can act on. User mistakes surface as one line, never a traceback."""
+
+
+class GuardstreamError(Exception):
+    """Base of every error guardstream raises on purpose."""
+
+
+class ModelLoadError(GuardstreamError):
+    """The checkpoint can't be loaded or isn't usable as a guard (e.g. safe/unsafe not single tokens)."""
+
+
+class PromptFormatError(GuardstreamError):
+    """No Llama Guard prompt format is configured or inferable for a checkpoint."""
+
+
+class ScoringError(GuardstreamError):
+    """A batch could not be scored (model error, timeout, dead replica)."""
+
+
+class UnknownTenantError(GuardstreamError):
+    """An event names a tenant without a policy while unknown tenants are rejected."""
+
+
+class PolicyStoreUnavailable(GuardstreamError):
+    """The policy store can't be reached and no cached policy exists for the tenant."""
+
+
+class InputError(GuardstreamError):
+    """Input a user gave us is malformed (bad JSON, schema violation, unreadable file)."""
