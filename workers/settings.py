@@ -43,11 +43,20 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis holding tenant policies.")
+    redis_timeout_s: float = Field(
+        default=1.0, gt=0, le=30, description="Redis connect/read timeout; an outage must not stall workers."
+    )
     ray_address: str | None = Field(default=None, description="Join this Ray cluster; None: local ray.init.")
     state_dir: Path = Field(
         default=Path(".state"), description="Where infra/ keeps Kafka/Redis data and logs."
     )
     kafka_heap: str = Field(default="512m", description="Max heap for the local dev broker.")
+    kafka_controller_port: int = Field(
+        default=9093, ge=1, le=65535, description="KRaft controller port of the local dev broker."
+    )
+    infra_start_timeout_s: float = Field(
+        default=90.0, gt=0, le=900, description="How long `infra up` waits for each service to answer."
+    )
 
     # --- topics ---------------------------------------------------------------------------------------
     input_topic: str = Field(default="guard.conversations", description="Conversation events in.")

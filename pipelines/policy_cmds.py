@@ -1,0 +1,143 @@
+"""``guardstream policy set|get|list|delete``: manage tenant policies in Redis.
+
+``set`` validates the file as a ``TenantPolicy`` before anything reaches Redis, so a typo can never
+half-apply; the store assigns the next version and notifies running stream workers (they apply it within
+~2 s). Output on stdout is the stored JSON so it can be piped; errors are one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.errors import user_errors
+from schemas.policy import TenantPolicy
+from workers.errors import InputError
+from workers.settings import get_settings
+
+policy_app = typer.Typer(
+    name="policy",
+    help="Manage tenant policies in Redis (taxonomy, thresholds, route, fail mode).",
+    no_args_is_help=True,
+)
+
+TenantArg = Annotated[str, typer.Argument(help="Tenant id, e.g. acme.")]
+
+
+def _store() -> Any:
+    from workers.policies.redis_store import RedisPolicyStore
+
+    return RedisPolicyStore(get_settings())
+
+
+def load_policy_file(tenant_id: str, path: Path) -> TenantPolicy:
+    """Read a policy file for ``tenant_id``; its ``tenant_id`` must match or be absent (then filled in).
+
+    ``version`` and ``updated_at`` in the file are ignored: the store assigns them.
+    """
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"policy file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"policy file {path}: expected one JSON object, got {type(data).__name__}")
+    named = data.setdefault("tenant_id", tenant_id)
+    if named != tenant_id:
+        raise InputError(f"policy file {path} is for tenant {named!r}, not {tenant_id!r}")
+    data.pop("version", None)
+    data.pop("updated_at", None)
+    return TenantPolicy.model_validate(data)
+
+
+def _print(policy: TenantPolicy) -> None:
+    typer.echo(policy.model_dump_json(indent=2, exclude_none=False))
+
+
+@policy_app.command("set")
+def set_policy(
+    tenant_id: TenantArg,
+    file: Annotated[Path, typer.Argument(help="Policy JSON (one TenantPolicy object).")],
+) -> None:
+    """Validate FILE and store it as TENANT's policy under the next version."""
+    with user_errors():
+        policy = load_policy_file(tenant_id, file)
+        store = _store()
+        try:
+            _print(store.put(policy))
+        finally:
+            store.close()
+
+
+@policy_app.command("get")
+def get_policy(tenant_id: TenantArg) -> None:
+    """Print TENANT's stored policy; exit 1 if it has none."""
+    with user_errors():
+        store = _store()
+        try:
+            policy = store.get(tenant_id)
+        finally:
+            store.close()
+    if policy is None:
+        typer.echo(f"error: no policy for tenant {tenant_id!r}", err=True)
+        raise typer.Exit(code=1)
+    _print(policy)
+
+
+@policy_app.command("list")
+def list_policies(
+    as_json: Annotated[bool, typer.Option("--json", help="One policy JSON per line.")] = False,
+) -> None:
+    """List stored policies: tenant, version, taxonomy, threshold, route, fail mode."""
+    with user_errors():
+        store = _store()
+        try:
+            policies = store.list()
+        finally:
+            store.close()
+    if as_json:
+        for policy in policies:
+            typer.echo(policy.model_dump_json())
+        return
+    _print_table(policies)
+
+
+@policy_app.command("delete")
+def delete_policy(tenant_id: TenantArg) -> None:
+    """Delete TENANT's policy (workers then apply the unknown-tenant setting); exit 1 if it had none."""
+    with user_errors():
+        store = _store()
+        try:
+            existed = store.delete(tenant_id)
+        finally:
+            store.close()
+    if not existed:
+        typer.echo(f"error: no policy for tenant {tenant_id!r}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"deleted policy for tenant {tenant_id}")
+
+
+def _print_table(policies: list[TenantPolicy]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("tenant", "version", "taxonomy", "sides", "threshold", "model", "on_error", "updated_at")
+    for p in policies:
+        taxonomy = p.taxonomy.generation.value if p.taxonomy.generation else "custom"
+        table.add_row(
+            p.tenant_id,
+            str(p.version),
+            f"{taxonomy} ({len(p.taxonomy.resolve())} categories)",
+            ",".join(p.sides),
+            f"{p.threshold:g}",
+            p.route.model,
+            p.on_error,
+            p.updated_at.isoformat(timespec="seconds") if p.updated_at else "",
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")

@@ -1,0 +1,105 @@
+"""RedisPolicyStore against a real redis-server: versions, validation, pub/sub invalidation, outages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.policy import Route, TenantPolicy
+from schemas.taxonomy import Category, Taxonomy
+from tests.helpers.redis_server import RedisServer
+from workers.errors import PolicyStoreUnavailable
+from workers.policies.redis_store import RedisPolicyStore
+from workers.settings import Settings
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_put_assigns_increasing_versions_and_get_list_delete(store_settings: Settings) -> None:
+    with RedisPolicyStore(store_settings) as store:
+        first = store.put(TenantPolicy(tenant_id="acme", threshold=0.4))
+        second = store.put(TenantPolicy(tenant_id="acme", threshold=0.3))
+        other = store.put(TenantPolicy(tenant_id="kidsplay", route=Route(model="small")))
+        assert (first.version, second.version, other.version) == (1, 2, 1)
+        assert second.updated_at is not None
+        assert store.get("acme") == second
+        assert [p.tenant_id for p in store.list()] == ["acme", "kidsplay"]
+        assert store.delete("acme") is True
+        assert store.delete("acme") is False
+        assert store.get("acme") is None
+        assert [p.tenant_id for p in store.list()] == ["kidsplay"]
+        # The counter outlives delete: a re-created policy never reuses a version a cache may hold.
+        assert store.put(TenantPolicy(tenant_id="acme")).version == 3
+
+
+def test_invalid_policy_is_rejected_before_redis(store_settings: Settings) -> None:
+    with pytest.raises(ValidationError):
+        TenantPolicy.model_validate({"tenant_id": "acme", "threshold": 1.5})
+    bad = TenantPolicy.model_construct(tenant_id="acme", threshold=1.5)
+    with RedisPolicyStore(store_settings) as store:
+        with pytest.raises(ValidationError):
+            store.put(bad)
+        assert store.get("acme") is None
+
+
+def test_lookup_sees_change_from_another_store_within_2s(store_settings: Settings) -> None:
+    # The max age is 30 s here, so only the pub/sub invalidation can make this pass.
+    custom = Taxonomy(categories=(Category(code="C1", name="Spam"),))
+    with RedisPolicyStore(store_settings) as admin, RedisPolicyStore(store_settings) as worker:
+        assert worker.lookup("acme") is None
+        admin.put(TenantPolicy(tenant_id="acme", threshold=0.4))
+        assert wait_for(lambda: worker.lookup("acme") is not None, 2.0)
+        started = time.monotonic()
+        admin.put(TenantPolicy(tenant_id="acme", taxonomy=custom, threshold=0.2))
+        assert wait_for(lambda: _version(worker, "acme") == 2, 2.0)
+        assert time.monotonic() - started < 2.0
+        found = worker.lookup("acme")
+        assert found is not None and found.policy.taxonomy == custom and not found.stale
+        admin.delete("acme")
+        assert wait_for(lambda: worker.lookup("acme") is None, 2.0)
+
+
+def _version(store: RedisPolicyStore, tenant_id: str) -> int | None:
+    found = store.lookup(tenant_id)
+    return found.policy.version if found else None
+
+
+def test_redis_outage_serves_stale_policy_and_recovers(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    settings = Settings(redis_url=server.url, policy_refresh_s=0.2, redis_timeout_s=0.3)
+    try:
+        with RedisPolicyStore(settings) as store:
+            store.put(TenantPolicy(tenant_id="acme", threshold=0.3))
+            assert _version(store, "acme") == 1
+            server.stop()
+            time.sleep(0.3)  # past the max age, so lookups must try Redis and fall back
+            for _ in range(20):
+                found = store.lookup("acme")
+                assert found is not None and found.stale and found.policy.threshold == 0.3
+            with pytest.raises(PolicyStoreUnavailable):
+                store.lookup("never-seen")
+            with pytest.raises(PolicyStoreUnavailable):
+                store.put(TenantPolicy(tenant_id="acme"))
+            server.start()  # an empty Redis on the same port: the policy is gone
+            assert wait_for(lambda: store.lookup("acme") is None, 10.0)
+            store.put(TenantPolicy(tenant_id="acme", threshold=0.6))
+            assert wait_for(lambda: _fresh_threshold(store, "acme") == 0.6, 2.0)
+    finally:
+        server.stop()
+
+
+def _fresh_threshold(store: RedisPolicyStore, tenant_id: str) -> float | None:
+    found = store.lookup(tenant_id)
+    return found.policy.threshold if found and not found.stale else None

@@ -1,0 +1,296 @@
+"""Tenant policies in Redis, with the in-memory cache stream workers read on every event.
+
+Redis layout (everything under the ``guardstream:`` prefix):
+
+- ``guardstream:policy:{tenant}`` — the stored ``TenantPolicy`` as JSON, ``version`` and ``updated_at`` set.
+- ``guardstream:policy-version:{tenant}`` — an integer counter, incremented by every ``put``. It outlives
+  ``delete`` so a re-created policy never reuses an old version number (caches compare versions).
+- ``guardstream:tenants`` — the set of tenants that have a policy.
+- channel ``guardstream:policy-changed`` — ``{"tenant_id": ..., "version": ...}`` published in the same
+  MULTI as every change (``version`` is null on delete). Workers invalidate their cached entry on it.
+
+Why a cache: a Redis round trip per event would cap the stream at Redis latency, and a Redis outage would
+stall moderation. Workers apply changes within ~2 s through two paths: the pub/sub invalidation (normally
+milliseconds) and a max age of ``settings.policy_refresh_s`` in case a message is missed (pub/sub is
+fire-and-forget). While Redis is unreachable ``lookup`` serves the last known policy with ``stale=True``,
+logs one warning per tenant per outage, and retries Redis with jittered exponential backoff; only a tenant
+never seen before raises ``PolicyStoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from schemas.policy import TenantPolicy
+from workers.errors import PolicyStoreUnavailable
+from workers.logging import get_logger
+from workers.policies.base import PolicyLookup
+from workers.settings import Settings
+
+PREFIX = "guardstream"
+TENANTS_KEY = f"{PREFIX}:tenants"
+CHANNEL = f"{PREFIX}:policy-changed"
+
+log = get_logger(__name__)
+
+
+def policy_key(tenant_id: str) -> str:
+    return f"{PREFIX}:policy:{tenant_id}"
+
+
+def version_key(tenant_id: str) -> str:
+    return f"{PREFIX}:policy-version:{tenant_id}"
+
+
+@dataclass
+class _Entry:
+    policy: TenantPolicy | None  # None: Redis said the tenant has no policy
+    fetched_at: float
+    fresh: bool = True
+
+
+class _Outage:
+    """Whether Redis is reachable, and when to try again; lookups skip Redis until then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.1)
+        self._failures = 0
+        self._retry_at = 0.0
+        self._warned: set[str] = set()
+
+    @property
+    def down(self) -> bool:
+        return self._failures > 0
+
+    def failed(self) -> bool:
+        """Record a failure; True when it starts a new outage."""
+        with self._lock:
+            self._failures += 1
+            self._retry_at = time.monotonic() + self._backoff.compute(self._failures)
+            return self._failures == 1
+
+    def recovered(self) -> bool:
+        """Record a success; True when it ends an outage."""
+        with self._lock:
+            was_down, self._failures = self._failures > 0, 0
+            self._warned.clear()
+            return was_down
+
+    def should_try(self) -> bool:
+        return self._failures == 0 or time.monotonic() >= self._retry_at
+
+    def backoff_s(self) -> float:
+        return self._backoff.compute(max(self._failures, 1))
+
+    def first_warning(self, tenant_id: str) -> bool:
+        with self._lock:
+            if tenant_id in self._warned:
+                return False
+            self._warned.add(tenant_id)
+            return True
+
+
+class RedisPolicyStore:
+    """Admin operations (``put``/``get``/``list``/``delete``) and the cached worker ``lookup``.
+
+    Thread-safe. The pub/sub listener thread starts on the first ``lookup`` so admin-only users (the CLI)
+    never start one. Call ``close()`` when done.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=settings.redis_timeout_s,
+            socket_timeout=settings.redis_timeout_s,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+            health_check_interval=30,
+        )
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Entry] = {}
+        self._generation: dict[str, int] = {}
+        self._outage = _Outage()
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    # --- admin ----------------------------------------------------------------------------------------
+    def put(self, policy: TenantPolicy) -> TenantPolicy:
+        """Validate and store a policy under the next version; workers are notified in the same MULTI."""
+        checked = TenantPolicy.model_validate(policy.model_dump())
+        tenant = checked.tenant_id
+        stored: list[TenantPolicy] = []
+
+        def write(pipe: Any) -> None:
+            version = int(pipe.get(version_key(tenant)) or 0) + 1
+            doc = checked.model_copy(update={"version": version, "updated_at": datetime.now(UTC)})
+            pipe.multi()
+            pipe.set(version_key(tenant), version)
+            pipe.set(policy_key(tenant), doc.model_dump_json())
+            pipe.sadd(TENANTS_KEY, tenant)
+            pipe.publish(CHANNEL, json.dumps({"tenant_id": tenant, "version": version}))
+            stored[:] = [doc]
+
+        self._admin(lambda: self._client.transaction(write, version_key(tenant)))
+        return stored[0]
+
+    def get(self, tenant_id: str) -> TenantPolicy | None:
+        """The stored policy, read from Redis (not the cache)."""
+        return self._admin(lambda: self._fetch(tenant_id))
+
+    def list(self) -> list[TenantPolicy]:
+        """All stored policies, by tenant id."""
+        tenants = sorted(self._admin(lambda: self._client.smembers(TENANTS_KEY)))
+        policies = [self.get(tenant) for tenant in tenants]
+        return [p for p in policies if p is not None]
+
+    def delete(self, tenant_id: str) -> bool:
+        """Remove a tenant's policy (its version counter stays); True if one existed."""
+
+        def remove() -> int:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(policy_key(tenant_id))
+            pipe.srem(TENANTS_KEY, tenant_id)
+            pipe.publish(CHANNEL, json.dumps({"tenant_id": tenant_id, "version": None}))
+            return int(pipe.execute()[0])
+
+        return self._admin(remove) > 0
+
+    # --- worker lookup --------------------------------------------------------------------------------
+    def lookup(self, tenant_id: str) -> PolicyLookup | None:
+        """The tenant's policy from cache, refreshed from Redis when invalidated or older than the max age.
+
+        ``None``: the tenant has no policy. Raises ``PolicyStoreUnavailable`` only if Redis is unreachable
+        and nothing is cached for the tenant.
+        """
+        self._ensure_listener()
+        with self._lock:
+            entry = self._cache.get(tenant_id)
+            generation = self._generation.get(tenant_id, 0)
+        age = time.monotonic() - entry.fetched_at if entry else 0.0
+        if entry and entry.fresh and age < self._settings.policy_refresh_s and not self._outage.down:
+            return _as_lookup(entry.policy, stale=False)
+        if self._outage.should_try():
+            try:
+                policy = self._fetch(tenant_id)
+            except RedisError as exc:
+                self._failed(exc)
+            else:
+                self._outage.recovered()
+                self._remember(tenant_id, policy, generation)
+                return _as_lookup(policy, stale=False)
+        return self._serve_stale(tenant_id, entry)
+
+    def close(self) -> None:
+        """Stop the listener thread and close connections."""
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+        self._client.close()
+
+    def __enter__(self) -> RedisPolicyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _fetch(self, tenant_id: str) -> TenantPolicy | None:
+        raw = self._client.get(policy_key(tenant_id))
+        return TenantPolicy.model_validate_json(raw) if raw else None
+
+    def _admin(self, call: Any) -> Any:
+        try:
+            return call()
+        except RedisError as exc:
+            raise PolicyStoreUnavailable(f"policy store {self._where()} unreachable: {exc}") from exc
+
+    def _where(self) -> str:
+        kwargs = self._client.connection_pool.connection_kwargs
+        return f"redis {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+    def _remember(self, tenant_id: str, policy: TenantPolicy | None, generation: int) -> None:
+        with self._lock:
+            # An invalidation that raced with this fetch wins: keep the value but refetch next time.
+            fresh = self._generation.get(tenant_id, 0) == generation
+            self._cache[tenant_id] = _Entry(policy, time.monotonic(), fresh)
+
+    def _invalidate(self, tenant_id: str | None) -> None:
+        with self._lock:
+            tenants = list(self._cache) if tenant_id is None else [tenant_id]
+            for tenant in tenants:
+                self._generation[tenant] = self._generation.get(tenant, 0) + 1
+                if tenant in self._cache:
+                    self._cache[tenant].fresh = False
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._outage.failed():
+            log.warning("policy_store_unreachable", where=self._where(), error=str(exc))
+
+    def _serve_stale(self, tenant_id: str, entry: _Entry | None) -> PolicyLookup | None:
+        if entry is None:
+            raise PolicyStoreUnavailable(
+                f"policy store {self._where()} unreachable and no cached policy for tenant {tenant_id!r}"
+            )
+        if self._outage.first_warning(tenant_id):
+            log.warning(
+                "policy_served_stale",
+                tenant_id=tenant_id,
+                policy_version=entry.policy.version if entry.policy else None,
+                where=self._where(),
+            )
+        return _as_lookup(entry.policy, stale=True)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        with self._lock:
+            if self._listener is None and not self._stop.is_set():
+                self._listener = threading.Thread(
+                    target=self._listen, name="guardstream-policy-listener", daemon=True
+                )
+                self._listener.start()
+
+    def _listen(self) -> None:
+        """Subscribe, invalidate on every change, and resubscribe with backoff after a connection loss."""
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(CHANNEL)
+                # Changes published while we were not subscribed are lost: refetch everything cached.
+                self._invalidate(None)
+                if self._outage.recovered():
+                    log.info("policy_store_reconnected", where=self._where())
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._on_message(message)
+            except RedisError as exc:
+                self._failed(exc)
+                self._stop.wait(self._outage.backoff_s())
+            finally:
+                pubsub.close()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        try:
+            tenant_id = json.loads(message["data"])["tenant_id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("policy_message_unreadable", data=str(message.get("data"))[:200])
+            self._invalidate(None)
+            return
+        self._invalidate(str(tenant_id))
+
+
+def _as_lookup(policy: TenantPolicy | None, *, stale: bool) -> PolicyLookup | None:
+    return PolicyLookup(policy=policy, stale=stale) if policy is not None else None
