@@ -22,6 +22,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.render",
     "pipelines.moderate",
+    "pipelines.infra_cmds",
     "pipelines.policy_cmds",
 )
 

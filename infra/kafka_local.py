@@ -1,0 +1,150 @@
+"""The dev/CI Apache Kafka broker: KRaft, one node, jars resolved by Maven (infra/kafka/pom.xml).
+
+Why a JVM we start ourselves instead of a container: the project must run where Docker isn't available,
+with the same broker version and the same transactional guarantees as production.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from string import Template
+
+from infra.errors import InstallError, ServiceStartError
+from infra.service import LocalService
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+JARS_DIR = KAFKA_DIR / "target" / "jars"
+SERVER_TEMPLATE = KAFKA_DIR / "server.properties"
+LOG4J_CONFIG = KAFKA_DIR / "log4j2.xml"
+
+
+def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
+    """Host and port of the first bootstrap server (``host:port[,host:port...]``)."""
+    first = bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"kafka_bootstrap must be host:port, got {bootstrap!r}")
+    return host.strip("[]"), int(port)
+
+
+def render_server_properties(host: str, port: int, controller_port: int, log_dir: Path) -> str:
+    """The broker config for this machine, from the checked-in template."""
+    return Template(SERVER_TEMPLATE.read_text()).substitute(
+        host=host, port=port, controller_port=controller_port, log_dir=str(log_dir)
+    )
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def classpath() -> str:
+    if not any(JARS_DIR.glob("kafka_2.13-*.jar")):
+        raise InstallError(
+            f"Kafka jars missing in {JARS_DIR}: run `make setup` (python -m infra.local install)"
+        )
+    return f"{JARS_DIR}/*"
+
+
+@contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
+    """kafka-python logs every refused connection; a probe expects those while the broker boots."""
+    logger = logging.getLogger("kafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class KafkaService(LocalService):
+    name = "kafka"
+    grace_s = 30.0
+
+    @property
+    def address(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_bootstrap(self.settings.kafka_bootstrap)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def marker(self) -> str:
+        return str(self.config_file)
+
+    def prepare(self) -> None:
+        """Render the config and format the storage once (a formatted dir keeps its cluster id)."""
+        host, port = self.host_port
+        text = render_server_properties(host, port, self.settings.kafka_controller_port, self.data_dir)
+        self.config_file.write_text(text)
+        if (self.data_dir / "meta.properties").exists():
+            return
+        argv = [
+            *self._java(),
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.config_file),
+            "--ignore-formatted",
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise ServiceStartError(self.name, "formatting KRaft storage failed", done.stdout + done.stderr)
+
+    def _java(self) -> list[str]:
+        return [
+            "java",
+            "-Xms64m",
+            f"-Xmx{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp",
+            classpath(),
+        ]
+
+    def argv(self) -> list[str]:
+        return [*self._java(), "kafka.Kafka", str(self.config_file)]
+
+    def probe(self) -> bool:
+        """A metadata request through the admin client: the broker is up and has joined its quorum."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        with _quiet_kafka_client():
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    request_timeout_ms=5000,
+                    client_id="guardstream-infra-probe",
+                )
+            except (KafkaError, OSError, ValueError):
+                return False
+            try:
+                cluster = admin.describe_cluster()
+                return bool(cluster.get("brokers"))
+            except (KafkaError, OSError, ValueError):
+                return False
+            finally:
+                admin.close()
