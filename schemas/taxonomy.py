@@ -67,7 +67,7 @@ def _check_unique_codes(categories: tuple[Category, ...]) -> None:
     seen: set[str] = set()
     for category in categories:
         if category.code in seen:
-            raise ValueError(f"duplicate category code {category.code!r}")
+            raise ValueError(f"taxonomy 'categories' has duplicate code {category.code!r}")
         seen.add(category.code)
 
 
