@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.moderate",
     "pipelines.infra_cmds",
     "pipelines.policy_cmds",
+    "pipelines.topics",
+    "pipelines.produce",
+    "pipelines.stream",
 )
 
 

@@ -94,7 +94,7 @@ def parse_record(
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        reason = f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        reason = f"payload is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         return dead_letter(DeadLetterCode.INVALID_JSON, reason, raw, source)
     if not isinstance(data, dict):
         reason = f"<event>: expected a JSON object, got {type(data).__name__}"

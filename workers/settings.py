@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         default=256 * 1024, ge=1024, description="Larger payloads are dead-lettered."
     )
     max_turns: int = Field(default=64, ge=1, description="Events with more messages are dead-lettered.")
+    max_in_flight: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="Records a worker may hold polled but not produced; above it, its partitions pause.",
+    )
+    commit_interval_s: float = Field(
+        default=0.2, gt=0, le=60, description="How often a stream worker commits acknowledged offsets."
+    )
 
     # --- policies -------------------------------------------------------------------------------------
     unknown_tenant: Literal["default", "reject"] = Field(

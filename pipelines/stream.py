@@ -1,0 +1,188 @@
+"""``guardstream stream``: run the moderation stream until told to stop, then drain and exit 0.
+
+Startup: Ray (local, or ``ray_address``), the topics, the model pools (waits until every replica has loaded
+its model), then ``stream_workers`` consumer actors in one group. Shutdown on SIGINT/SIGTERM, ``--max-events``
+or ``--idle-exit``: every worker stops polling, finishes its in-flight batches, produces, commits and leaves
+the group; then the actors are removed. A restart resumes from the committed offsets.
+
+``run_stream`` is the same thing as a function, for the demo and the end-to-end tests (which pass a ``stop``
+event and read ``progress``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from pipelines.errors import user_errors
+from workers.logging import configure_logging, get_logger
+from workers.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+STATS_INTERVAL_S = 0.25
+
+
+class StreamReport(BaseModel):
+    """Totals over all workers; ``workers`` holds each one's final ``WorkerStats`` as a dict."""
+
+    consumed: int = 0
+    verdicts: int = 0
+    dead_letters: int = 0
+    scoring_errors: int = 0
+    batches: int = 0
+    in_flight: int = 0
+    stopped_by: str = ""
+    seconds: float = 0.0
+    workers: list[dict[str, Any]] = []
+
+    @classmethod
+    def of(cls, stats: list[dict[str, Any]], **extra: Any) -> StreamReport:
+        keys = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches", "in_flight")
+        totals = {k: sum(int(s.get(k, 0)) for s in stats) for k in keys}
+        return cls(workers=stats, **totals, **extra)
+
+
+class StreamHandle:
+    """A started stream (pools + workers) that can report progress and drain."""
+
+    def __init__(self, settings: Settings, pools: Any, workers: list[Any], *, owns_pools: bool) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.workers = workers
+        self._owns_pools = owns_pools
+
+    def stats(self) -> list[dict[str, Any]]:
+        import ray
+
+        return list(ray.get([w.stats.remote() for w in self.workers], timeout=60))
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Drain every worker concurrently (each: stop polling, finish, produce, commit, leave)."""
+        import ray
+
+        timeout = self.settings.score_timeout_s + 60
+        final = list(ray.get([w.drain.remote(timeout) for w in self.workers], timeout=timeout + 30))
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        if self._owns_pools:
+            self.pools.shutdown()
+        return final
+
+
+def start_stream(settings: Settings, *, pools: Any = None) -> StreamHandle:
+    """Ensure topics, start the model pools (unless given) and the worker actors; Ray must be initialised."""
+    import ray
+
+    from pipelines.topics import ensure_stream_topics
+    from workers.pool import ModelPools
+    from workers.stream_worker import start_stream_workers
+
+    ensure_stream_topics(settings)
+    owns_pools = pools is None
+    pools = pools or ModelPools.start(settings)
+    workers = start_stream_workers(settings, pools)
+    ray.get([w.ping.remote() for w in workers], timeout=120)
+    log.info("stream_started", workers=len(workers), pools=list(pools.models), group=settings.consumer_group)
+    return StreamHandle(settings, pools, workers, owns_pools=owns_pools)
+
+
+def run_stream(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    max_events: int | None = None,
+    idle_exit_s: float | None = None,
+    progress: Callable[[StreamReport], None] | None = None,
+    pools: Any = None,
+) -> StreamReport:
+    """Start the stream and run it until ``stop`` is set or an exit condition holds; then drain.
+
+    ``max_events``: stop once this many records were consumed and answered (all workers together).
+    ``idle_exit_s``: stop once no worker has received a record for this long and nothing is in flight.
+    ``pools``: already-started ``ModelPools`` to use (and leave running); default: start and stop our own.
+    """
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    handle = start_stream(settings, pools=pools)
+    reason = "stop"
+    try:
+        while not stop.wait(STATS_INTERVAL_S):
+            stats = handle.stats()
+            report = StreamReport.of(stats)
+            if progress is not None:
+                progress(report)
+            reason = _exit_reason(report, stats, max_events, idle_exit_s)
+            if reason:
+                break
+        else:
+            reason = "signal"
+    finally:
+        final = handle.drain()
+    report = StreamReport.of(final, stopped_by=reason, seconds=round(time.monotonic() - started, 3))
+    log.info("stream_stopped", **report.model_dump(exclude={"workers"}))
+    return report
+
+
+def _exit_reason(
+    report: StreamReport, stats: list[dict[str, Any]], max_events: int | None, idle_exit_s: float | None
+) -> str:
+    answered = report.verdicts + report.dead_letters
+    if max_events is not None and report.consumed >= max_events and answered >= max_events:
+        return "max-events"
+    idle = idle_exit_s is not None and all(s["idle_s"] >= idle_exit_s for s in stats)
+    if idle and report.in_flight == 0:
+        return "idle"
+    return ""
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (drain) instead of killing the process; restored afterwards."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("stream_signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def stream_command(
+    workers: Annotated[int | None, typer.Option(help="Stream-worker actors; default: settings.")] = None,
+    max_events: Annotated[
+        int | None, typer.Option(help="Drain and exit after this many records were answered.")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Drain and exit after this many seconds without records.")
+    ] = None,
+) -> None:
+    """Consume conversation events, score them on the model pools, produce verdicts and dead letters."""
+    from infra.ray_runtime import init_ray
+
+    settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"stream_workers": workers})
+    configure_logging(settings.log_format, settings.log_level)
+    stop = threading.Event()
+    with user_errors(), stop_on_signals(stop):
+        init_ray(settings)
+        report = run_stream(settings, stop=stop, max_events=max_events, idle_exit_s=idle_exit)
+    typer.echo(report.model_dump_json(exclude={"workers"}))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stream")(stream_command)

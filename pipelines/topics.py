@@ -1,0 +1,62 @@
+"""The topics a deployment needs, created if missing: input, verdicts, dead letters, tenant verdict topics.
+
+Creating them up front (rather than relying on broker auto-creation, often disabled in production) gives
+every topic ``settings.topic_partitions`` partitions, which bounds the stream's parallelism: one partition
+is read by one worker at a time. Tenant verdict topics are also created on demand by the sink when a policy
+names a new one while the stream runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import typer
+
+from pipelines.errors import user_errors
+from schemas.policy import TenantPolicy
+from workers.settings import Settings, get_settings
+
+
+def stream_topics(settings: Settings, policies: Iterable[TenantPolicy] = ()) -> list[str]:
+    """Input, verdict and DLQ topics plus every verdict topic a policy routes to, sorted."""
+    names = {settings.input_topic, settings.verdict_topic, settings.dlq_topic}
+    names |= {p.route.verdict_topic for p in policies if p.route.verdict_topic}
+    return sorted(names)
+
+
+def ensure_stream_topics(settings: Settings, *, with_policies: bool = True) -> list[str]:
+    """Create the missing stream topics; returns the names created.
+
+    ``with_policies`` also reads the stored policies (Redis) for their verdict topics; Redis being down is
+    not fatal here, the sink creates those topics on first use.
+    """
+    from workers.errors import PolicyStoreUnavailable
+    from workers.sinks import ensure_topics
+
+    policies: list[TenantPolicy] = []
+    if with_policies:
+        from workers.policies.redis_store import RedisPolicyStore
+
+        store = RedisPolicyStore(settings)
+        try:
+            policies = store.list()
+        except PolicyStoreUnavailable:
+            policies = []
+        finally:
+            store.close()
+    return ensure_topics(settings, stream_topics(settings, policies))
+
+
+def topics_command() -> None:
+    """Create the input, verdict, DLQ and tenant verdict topics if missing."""
+    settings = get_settings()
+    with user_errors():
+        created = ensure_stream_topics(settings)
+    for name in stream_topics(settings):
+        typer.echo(f"{name}\t{'created' if name in created else 'exists'}")
+    for name in sorted(set(created) - set(stream_topics(settings))):
+        typer.echo(f"{name}\tcreated")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("topics")(topics_command)

@@ -1,0 +1,139 @@
+"""Where verdicts and dead letters go: Kafka topics, produced with ``acks=all`` and idempotence.
+
+The stream worker must not commit an input offset before the output for it is on the broker, so every send
+carries the source record's partition and offset, and the broker's answer (ack or final failure) comes back
+through a thread-safe queue the worker drains on its own thread. kafka-python runs delivery callbacks on the
+producer's I/O thread; touching the worker's offset ledger from there would race.
+
+Idempotence (on by default in kafka-python >= 2.2) keeps up to five in-flight requests per connection in
+order, so outputs released in input order land in that order.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from schemas.verdicts import DeadLetter, Verdict
+from workers.logging import get_logger
+from workers.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record to produce: a verdict or dead letter, where it goes, and the input record it answers."""
+
+    topic: str
+    key: bytes | None
+    body: Verdict | DeadLetter
+    source: Hashable  # the input (topic, partition) whose commit waits for this output
+    source_offset: int
+
+    def value(self) -> bytes:
+        return self.body.model_dump_json().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The broker's answer for one output: ``error`` is None when it was acknowledged."""
+
+    output: Output
+    error: BaseException | None = None
+
+
+def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Create the missing topics among ``names`` with ``settings.topic_partitions``; return those created.
+
+    Idempotent and race-safe (another worker creating the same topic is not an error).
+    """
+    wanted = sorted(set(names))
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="guardstream-admin")
+    try:
+        missing = [name for name in wanted if name not in set(admin.list_topics())]
+        created: list[str] = []
+        for name in missing:
+            topic = NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+            try:
+                admin.create_topics([topic], wait_for_metadata=True)
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("topics_created", topics=created, partitions=settings.topic_partitions)
+        return created
+    finally:
+        admin.close()
+
+
+class KafkaSink:
+    """Produces outputs and reports deliveries; optionally transactional (exactly-once mode)."""
+
+    def __init__(self, settings: Settings, *, transactional_id: str | None = None) -> None:
+        self._settings = settings
+        self._deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._known_topics: set[str] = set()
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="guardstream-sink",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_block_ms=30_000,
+            transactional_id=transactional_id,
+        )
+        self.transactional = transactional_id is not None
+        if self.transactional:
+            self._producer.init_transactions()
+
+    def send(self, output: Output) -> None:
+        """Queue one output; its ``Delivery`` appears in ``deliveries()`` once the broker answers."""
+        if output.topic not in self._known_topics:
+            ensure_topics(self._settings, [output.topic])
+            self._known_topics.add(output.topic)
+        try:
+            future = self._producer.send(output.topic, key=output.key, value=output.value())
+        except KafkaError as exc:
+            self._deliveries.put(Delivery(output, exc))
+            return
+        future.add_callback(lambda _meta: self._deliveries.put(Delivery(output)))
+        future.add_errback(lambda exc: self._deliveries.put(Delivery(output, exc)))
+
+    def deliveries(self) -> list[Delivery]:
+        """Broker answers received since the last call (never blocks)."""
+        out: list[Delivery] = []
+        while True:
+            try:
+                out.append(self._deliveries.get_nowait())
+            except queue.Empty:
+                return out
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    # --- exactly-once -----------------------------------------------------------------------------------
+    def begin(self) -> None:
+        self._producer.begin_transaction()
+
+    def commit(self, positions: dict[Any, int], group_metadata: Any) -> None:
+        """Commit the open transaction together with the consumer offsets it answers."""
+        offsets = {
+            TopicPartition(tp[0], tp[1]): OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
+        }
+        if offsets:
+            self._producer.send_offsets_to_transaction(offsets, group_metadata)
+        self._producer.commit_transaction()
+
+    def abort(self) -> None:
+        self._producer.abort_transaction()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)

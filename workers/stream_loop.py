@@ -1,0 +1,283 @@
+"""The stream worker's loop: one Kafka consumer turning conversation events into verdicts and dead letters.
+
+One thread owns the consumer, the batches and the output stage, so none of them needs a lock:
+
+    poll → intake (event or dead letter) → policy (Redis cache) → micro-batch per model pool
+         → one pool call per batch (polling goes on while it scores) → decide
+         → output stage: release in input order per partition → produce (acks=all) → commit
+
+Backpressure: when ``settings.max_in_flight`` records are polled but not yet produced, the loop pauses its
+partitions (it keeps calling ``poll``, so the group sees it alive) and resumes below half that.
+
+Failures never stall a partition: a batch that raises or outlives ``score_timeout_s`` gives each of its
+events the tenant's ``on_error`` outcome (an error verdict, or a ``scoring_failed`` dead letter).
+``workers.stream_worker.StreamWorker`` runs this loop inside a Ray actor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import TopicPartition
+from pydantic import BaseModel
+
+from schemas.events import ConversationEvent
+from schemas.verdicts import DeadLetter, DeadLetterCode
+from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
+from workers.engine import ScoreRequest, ScoreResult
+from workers.intake import Source, dead_letter, parse_record, resolve_policy
+from workers.logging import get_logger
+from workers.microbatch import MicroBatcher
+from workers.policies.base import PolicyLookup, PolicyStore
+from workers.settings import Settings
+from workers.stream_output import Body, OutputStage
+from workers.stream_scoring import InFlight, Scoring
+
+log = get_logger(__name__)
+
+
+class Pools(Protocol):
+    """What the loop needs from ``workers.pool.ModelPools``: submit without waiting, collect, describe."""
+
+    def submit(self, model: str, requests: Sequence[ScoreRequest]) -> Any: ...
+
+    def result(self, pending: Any, timeout_s: float | None = None) -> list[ScoreResult]: ...
+
+    def model_label(self, model: str) -> str: ...
+
+
+@dataclass
+class Item:
+    """A valid event waiting for its score, with what is needed to answer and commit it."""
+
+    event: ConversationEvent
+    lookup: PolicyLookup
+    tp: TopicPartition
+    offset: int
+    key: bytes | None
+    raw: bytes
+    received_at: float = field(default_factory=time.monotonic)
+
+    def source(self) -> Source:
+        key = self.key.decode("utf-8", "replace") if self.key is not None else None
+        return Source(self.tp.topic, self.tp.partition, self.offset, key)
+
+
+class WorkerStats(BaseModel):
+    """Counters for operators, the ``stream`` command's exit conditions and tests."""
+
+    worker_id: str
+    consumed: int = 0
+    verdicts: int = 0
+    dead_letters: int = 0
+    scoring_errors: int = 0
+    batches: int = 0
+    in_flight: int = 0
+    idle_s: float = 0.0
+    committed: dict[str, int] = {}
+    running: bool = False
+
+
+class StreamLoop:
+    """Runs until ``stop`` is set, then drains: finish in-flight work, produce, commit, close."""
+
+    def __init__(self, settings: Settings, pools: Pools, store: PolicyStore, *, worker_id: str) -> None:
+        self._settings = settings
+        self._store = store
+        self._worker_id = worker_id
+        self._batcher: MicroBatcher[Item] = MicroBatcher(
+            settings.batch_size, settings.batch_max_wait_ms / 1000
+        )
+        self._scoring = Scoring(pools, timeout_s=settings.score_timeout_s)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            client_id=f"guardstream-{worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=max(settings.batch_size * 4, 64),
+            fetch_max_wait_ms=100,
+        )
+        self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
+        self._paused = False
+        self._last_record = time.monotonic()
+        self._running = False
+        self._counts = {"consumed": 0, "scoring_errors": 0, "batches": 0}
+
+    def run(self, stop: threading.Event) -> WorkerStats:
+        self._consumer.subscribe([self._settings.input_topic], listener=_Rebalance(self))
+        self._running = True
+        log.info("stream_worker_started", worker=self._worker_id, topic=self._settings.input_topic)
+        try:
+            while not stop.is_set():
+                self._step(poll=True)
+            self._drain()
+        finally:
+            self._running = False
+            self._out.close()
+            self._consumer.close(autocommit=False)
+        stats = self.stats()
+        log.info("stream_worker_stopped", **stats.model_dump())
+        return stats
+
+    def stats(self) -> WorkerStats:
+        return WorkerStats(
+            worker_id=self._worker_id,
+            verdicts=self._out.verdicts,
+            dead_letters=self._out.dead_letters,
+            in_flight=self._out.in_flight,
+            idle_s=time.monotonic() - self._last_record,
+            committed=dict(self._out.committed),
+            running=self._running,
+            **self._counts,
+        )
+
+    def _step(self, *, poll: bool) -> None:
+        for batch, results, error in self._scoring.finished():
+            self._answer(batch, results, error)
+        self._out.pump()
+        for model, items in self._batcher.due(force=not poll):
+            self._submit(model, items)
+        if poll:
+            self._backpressure()
+            busy = self._scoring.pending or self._out.unreleased
+            due = self._batcher.next_due_in()
+            timeout_s = min(0.01 if busy else 0.1, due if due is not None else 0.1)
+            self._poll(max(1, int(timeout_s * 1000)))
+        elif self._scoring.pending:
+            self._scoring.wait(0.02)
+        else:
+            time.sleep(0.005)
+
+    def _drain(self) -> None:
+        """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``."""
+        if self._consumer.assignment():
+            self._consumer.pause(*self._consumer.assignment())
+        deadline = time.monotonic() + self._settings.score_timeout_s + 30
+        while self._out.in_flight and time.monotonic() < deadline:
+            self._step(poll=False)
+        self._out.finish()
+        if self._out.in_flight:
+            log.warning("stream_worker_drain_incomplete", worker=self._worker_id, left=self._out.in_flight)
+
+    # --- intake -----------------------------------------------------------------------------------------
+    def _poll(self, timeout_ms: int) -> None:
+        for tp, records in self._consumer.poll(timeout_ms=timeout_ms).items():
+            for record in records:
+                self._intake(tp, record)
+
+    def _intake(self, tp: TopicPartition, record: Any) -> None:
+        self._counts["consumed"] += 1
+        self._last_record = time.monotonic()
+        raw: bytes = record.value if record.value is not None else b""
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset, key=key)
+        self._out.track(tp, record.offset)
+        limits = {"max_event_bytes": self._settings.max_event_bytes, "max_turns": self._settings.max_turns}
+        event = parse_record(raw, source, **limits)
+        if isinstance(event, DeadLetter):
+            return self._out.complete(tp, record.offset, record.key, event)
+        unknown = self._settings.unknown_tenant
+        lookup = resolve_policy(event, self._store, unknown_tenant=unknown, raw=raw, source=source)
+        if isinstance(lookup, DeadLetter):
+            return self._out.complete(tp, record.offset, record.key, lookup)
+        policy = lookup.policy
+        if side_skipped(event, policy):
+            verdict = skipped_verdict(event, policy, model=policy.route.model, policy_stale=lookup.stale)
+            return self._out.complete(tp, record.offset, record.key, verdict, policy.route.verdict_topic)
+        full = self._batcher.add(policy.route.model, Item(event, lookup, tp, record.offset, record.key, raw))
+        if full is not None:
+            self._submit(policy.route.model, full)
+
+    # --- scoring ----------------------------------------------------------------------------------------
+    def _submit(self, model: str, items: list[Item]) -> None:
+        self._counts["batches"] += 1
+        self._scoring.submit(model, items, [build_request(i.event, i.lookup.policy) for i in items])
+
+    def _answer(self, batch: InFlight, results: list[ScoreResult] | None, error: str | None) -> None:
+        now = time.monotonic()
+        model = self._scoring.model_name(batch.model)
+        for index, item in enumerate(batch.items):
+            policy, stale = item.lookup.policy, item.lookup.stale
+            body: Body
+            if results is not None:
+                latency = (now - item.received_at) * 1000
+                body = decide(
+                    item.event, policy, results[index], model=model, latency_ms=latency, policy_stale=stale
+                )
+            else:
+                body = self._failed(item, batch.model, model, str(error))
+            self._out.complete(item.tp, item.offset, item.key, body, policy.route.verdict_topic)
+
+    def _failed(self, item: Item, pool: str, model: str, error: str) -> Body:
+        """The tenant's ``on_error`` outcome for an event whose batch could not be scored."""
+        self._counts["scoring_errors"] += 1
+        policy, event = item.lookup.policy, item.event
+        log.warning(
+            "scoring_failed",
+            event_id=event.event_id,
+            tenant_id=event.tenant_id,
+            pool=pool,
+            on_error=policy.on_error,
+            error=error,
+        )
+        if policy.on_error == "dead-letter":
+            reason = f"scoring failed on model pool {pool!r}: {error}"
+            return dead_letter(
+                DeadLetterCode.SCORING_FAILED,
+                reason,
+                item.raw,
+                item.source(),
+                event_id=event.event_id,
+                tenant_id=event.tenant_id,
+            )
+        return error_verdict(event, policy, model=model, error=error, policy_stale=item.lookup.stale)
+
+    # --- flow control -----------------------------------------------------------------------------------
+    def _backpressure(self) -> None:
+        limit = self._settings.max_in_flight
+        assigned = self._consumer.assignment()
+        if not self._paused and self._out.unreleased >= limit and assigned:
+            self._consumer.pause(*assigned)
+            self._paused = True
+            log.info("backpressure_paused", worker=self._worker_id, unreleased=self._out.unreleased)
+        elif self._paused and self._out.unreleased < limit // 2:
+            self._consumer.resume(*assigned)
+            self._paused = False
+
+    def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Partitions leave: commit what is safe, drop their queued events (the next owner re-reads)."""
+        lost = set(revoked)
+        self._out.revoke(lost)
+        self._batcher.discard(lambda item: item.tp not in lost)
+        self._paused = False
+        log.info("partitions_revoked", worker=self._worker_id, partitions=sorted(map(str, lost)))
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: drop all work and re-read every partition from its commit."""
+        self._batcher.discard(lambda item: False)
+        self._scoring.forget()
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: StreamLoop) -> None:
+        self._loop = loop
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._loop.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions_assigned", partitions=sorted(map(str, assigned)))

@@ -1,0 +1,180 @@
+"""The stream worker's output side: from a finished record to a committed offset.
+
+Every polled record gets exactly one output — a verdict on its tenant's verdict topic or a dead letter on the
+DLQ — and its input offset is committed only after the broker acknowledged that output and the outputs of
+every earlier record of the partition (``workers.offsets``). Outputs are released in input order per
+partition, so the verdicts of one conversation (one key, one partition) come out in the order it went in.
+
+Two delivery modes:
+
+- at-least-once (default): produce with acks=all, commit acknowledged positions every
+  ``commit_interval_ms``; a crash between produce and commit re-delivers, ``event_id`` de-duplicates.
+- exactly-once (``settings.exactly_once``): each release is one Kafka transaction holding the outputs and
+  the consumer offsets they answer (``send_offsets_to_transaction``); an aborted transaction rewinds the
+  consumer to its committed offsets. Downstream consumers read with ``isolation_level=read_committed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from schemas.verdicts import DeadLetter, Verdict
+from workers.logging import get_logger
+from workers.offsets import OffsetLedger
+from workers.settings import Settings
+from workers.sinks import KafkaSink, Output
+
+log = get_logger(__name__)
+
+Body = Verdict | DeadLetter
+
+
+class OutputStage:
+    """Ledger + sink + commits for one consumer; used from the worker loop's thread only."""
+
+    def __init__(self, settings: Settings, consumer: Any, *, worker_id: str, on_abort: Callable[[], None]):
+        self._settings = settings
+        self._consumer = consumer
+        self._worker_id = worker_id
+        self._on_abort = on_abort
+        self.exactly_once = settings.exactly_once
+        transactional_id = f"guardstream-{settings.consumer_group}-{worker_id}" if self.exactly_once else None
+        self._sink = KafkaSink(settings, transactional_id=transactional_id)
+        self._ledger: OffsetLedger[TopicPartition, Output] = OffsetLedger()
+        self._last_commit = 0.0
+        self.verdicts = 0
+        self.dead_letters = 0
+        self.committed: dict[str, int] = {}
+
+    # --- tracking ---------------------------------------------------------------------------------------
+    def track(self, tp: TopicPartition, offset: int) -> None:
+        """A record was polled; it must get an output before its offset can be committed."""
+        self._ledger.add(tp, offset)
+
+    def complete(
+        self, tp: TopicPartition, offset: int, key: bytes | None, body: Body, verdict_topic: str | None = None
+    ) -> None:
+        """The record's output is known; it is produced once every earlier record's is."""
+        if isinstance(body, DeadLetter):
+            topic = self._settings.dlq_topic
+            log.warning(
+                "dead_letter",
+                event_id=body.event_id,
+                tenant_id=body.tenant_id,
+                code=body.error_code.value,
+                reason=body.reason,
+                partition=tp.partition,
+                offset=offset,
+            )
+        else:
+            topic = verdict_topic or self._settings.verdict_topic
+            log.debug("verdict", event_id=body.event_id, tenant_id=body.tenant_id, unsafe=body.unsafe)
+        self._ledger.complete(tp, offset, Output(topic, key, body, tp, offset))
+
+    @property
+    def in_flight(self) -> int:
+        """Records polled whose offsets are not committable yet."""
+        return self._ledger.in_flight()
+
+    @property
+    def unreleased(self) -> int:
+        """Records polled whose outputs are not produced yet (the backpressure measure)."""
+        return self._ledger.unreleased()
+
+    # --- producing and committing -----------------------------------------------------------------------
+    def pump(self, *, force_commit: bool = False) -> None:
+        """Take broker acks, produce what is releasable, commit when due. Never blocks for long."""
+        self._take_deliveries()
+        ready = [output for _, _, output in self._ledger.releasable()]
+        if ready and self.exactly_once:
+            self._release_transaction(ready)
+        else:
+            for output in ready:
+                self._sink.send(output)
+        self._commit(force=force_commit)
+
+    def finish(self) -> None:
+        """Wait for the broker to acknowledge everything produced, then commit (drain)."""
+        self.pump()
+        self._sink.flush(timeout_s=30)
+        self._take_deliveries()
+        self._commit(force=True)
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions leave this consumer: commit what is safe, forget the rest (the next owner re-reads)."""
+        lost = list(tps)
+        if not self.exactly_once:
+            self._take_deliveries()
+            self._commit(force=True)
+        self._ledger.revoke(lost)
+
+    def close(self) -> None:
+        self._sink.close()
+
+    def _release_transaction(self, outputs: list[Output]) -> None:
+        positions = self._ledger.released_positions()
+        try:
+            self._sink.begin()
+            for output in outputs:
+                self._sink.send(output)
+            self._sink.commit(positions, self._consumer.group_metadata())
+        except KafkaError as exc:
+            log.error("transaction_aborted", worker=self._worker_id, error=str(exc))
+            self._sink.abort()
+            self._ledger.revoke(self._ledger.partitions())
+            self._on_abort()
+            return
+        self._ledger.ack_released()
+        self._mark_committed(self._ledger.committable())
+        self._count(outputs)
+
+    def _take_deliveries(self) -> None:
+        for delivery in self._sink.deliveries():
+            output = delivery.output
+            if self.exactly_once:
+                continue  # the transaction's commit is the acknowledgement
+            if delivery.error is None:
+                self._ledger.ack(output.source, output.source_offset)  # type: ignore[arg-type]
+                self._count([output])
+                continue
+            log.error(
+                "produce_failed_resending",
+                event_id=output.body.event_id,
+                tenant_id=output.body.tenant_id,
+                topic=output.topic,
+                error=str(delivery.error),
+            )
+            self._sink.send(output)
+
+    def _count(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output.body, DeadLetter):
+                self.dead_letters += 1
+            else:
+                self.verdicts += 1
+
+    def _commit(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if self.exactly_once or (not force and now - self._last_commit < self._settings.commit_interval_s):
+            return
+        self._last_commit = now
+        positions = self._ledger.committable()
+        if not positions:
+            return
+        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+        try:
+            self._consumer.commit(offsets=offsets)
+        except KafkaError as exc:
+            log.warning("commit_failed", worker=self._worker_id, error=str(exc))
+            return
+        self._mark_committed(positions)
+
+    def _mark_committed(self, positions: dict[TopicPartition, int]) -> None:
+        self._ledger.mark_committed(positions)
+        for tp, pos in positions.items():
+            self.committed[f"{tp.topic}:{tp.partition}"] = pos
