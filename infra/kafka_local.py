@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -51,6 +52,15 @@ def classpath() -> str:
             f"Kafka jars missing in {JARS_DIR}: run `make setup` (python -m infra.local install)"
         )
     return f"{JARS_DIR}/*"
+
+
+def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """A TCP connect: the cheap first check, since a client to a closed port retries for many seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -118,6 +128,8 @@ class KafkaService(LocalService):
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
+            # Keep logging through the broker's own shutdown so `infra down` leaves a complete log.
+            "-Dlog4j2.shutdownHookEnabled=false",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dkafka.logs.dir={self.home / 'logs'}",
             "-cp",
@@ -132,11 +144,14 @@ class KafkaService(LocalService):
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        if not port_open(*self.host_port):
+            return False
         with _quiet_kafka_client():
             try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=self.settings.kafka_bootstrap,
                     request_timeout_ms=5000,
+                    bootstrap_timeout_ms=5000,
                     client_id="guardstream-infra-probe",
                 )
             except (KafkaError, OSError, ValueError):

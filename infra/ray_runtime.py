@@ -1,0 +1,59 @@
+"""Ray for guardstream: a small local Ray by default, or the cluster named by ``GUARDSTREAM_RAY_ADDRESS``.
+
+Every entry point (stream, demo, backfill, tests) calls :func:`init_ray` instead of ``ray.init`` so that
+the local defaults suit a small machine and joining a real cluster is one setting away.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from workers.logging import get_logger
+from workers.settings import Settings
+
+RAY_NAMESPACE = "guardstream"
+"""Named actors (replica pools, stream workers) live here, so a second driver can find them."""
+
+DEFAULT_OBJECT_STORE_MB = 200
+"""Batches of text and scores are small; a big object store would only take memory from the model."""
+
+log = get_logger(__name__)
+
+
+def init_ray(
+    settings: Settings, *, num_cpus: int | None = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB
+) -> None:
+    """Start (or join) Ray once per process; later calls are no-ops.
+
+    ``num_cpus`` and ``object_store_mb`` size a local Ray only: a cluster joined through
+    ``settings.ray_address`` keeps the resources it was started with.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    common: dict[str, object] = {
+        "namespace": RAY_NAMESPACE,
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **common)  # type: ignore[arg-type]
+        log.info("ray_joined", address=settings.ray_address)
+        return
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        **common,  # type: ignore[arg-type]
+    )
+    log.info("ray_started", num_cpus=num_cpus, object_store_mb=object_store_mb)
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray (or leave the cluster) if this process started one."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

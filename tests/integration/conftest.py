@@ -1,0 +1,84 @@
+"""Real Kafka, Redis and Ray for integration tests, started once per test run through infra/.
+
+``infra.local.up`` is idempotent: services a developer (or an earlier run) already started are reused and
+left running afterwards, so repeated runs don't pay the broker's start-up. Every test under this folder is
+marked ``integration`` (deselect with ``-m "not integration"``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local import InfraStatus, up
+from infra.ray_runtime import init_ray
+from workers.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def infra_status() -> InfraStatus:
+    """The services as `up` left them (raises with the service's log tail if one can't start)."""
+    return up(Settings())
+
+
+@pytest.fixture(scope="session")
+def settings(infra_status: InfraStatus) -> Settings:
+    """Settings pointing at the running services (from GUARDSTREAM_* env, defaults otherwise)."""
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(settings: Settings) -> str:
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url
+
+
+@pytest.fixture(scope="session")
+def ray_local(settings: Settings) -> Iterator[None]:
+    """A local Ray with 2 CPUs for the whole run (or the cluster named by GUARDSTREAM_RAY_ADDRESS)."""
+    import ray
+
+    init_ray(settings, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics for one test (``make_topic("verdicts", partitions=4)``); deleted after."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="guardstream-tests")
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        created.append(name)
+        return name
+
+    yield make
+    try:
+        if created:
+            admin.delete_topics(created)
+    except KafkaError:
+        pass  # a leftover test topic is harmless; never fail a test on cleanup
+    finally:
+        admin.close()
