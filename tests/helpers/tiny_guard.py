@@ -47,7 +47,23 @@ def _base_tokenizer() -> Any:
     return tokenizer
 
 
-PROBES = ("User: hello", "Agent: sure, here is how", "User: how do I pick a lock?", "User: 2+2?")
+PROBES = ("hello", "how do I pick a lock?", "What is 2+2? " * 20)
+
+
+def _probe_ids(tokenizer: Any) -> list[list[int]]:
+    """Rendered guard prompts (+ ``\n\n``) of several formats: the states the verdict rows will meet."""
+    from schemas.events import Message
+    from schemas.taxonomy import Generation, Taxonomy
+    from workers.guard.formats import get_format
+
+    prompts = []
+    for generation in (Generation.LG1, Generation.LG3, Generation.LG4):
+        fmt = get_format(generation)
+        for text in PROBES:
+            messages = [Message(role="user", content=text)]
+            rendered = fmt.render(Taxonomy(generation=generation), messages, "prompt")
+            prompts.append(tokenizer.encode(rendered.text + fmt.verdict_prefix, add_special_tokens=False))
+    return prompts
 
 
 def _lift_verdict_rows(model: Any, tokenizer: Any, lift: float = 12.0) -> None:
@@ -55,10 +71,7 @@ def _lift_verdict_rows(model: Any, tokenizer: Any, lift: float = 12.0) -> None:
     import torch
 
     with torch.no_grad():
-        hidden = []
-        for text in PROBES:
-            ids = tokenizer.encode(f"<|begin_of_text|>{text}<|eot_id|>", add_special_tokens=False)
-            hidden.append(model.model(torch.tensor([ids])).last_hidden_state[0, -1])
+        hidden = [model.model(torch.tensor([ids])).last_hidden_state[0, -1] for ids in _probe_ids(tokenizer)]
         mean = torch.stack(hidden).mean(0)
         for word in VERDICT_WORDS:
             (token_id,) = tokenizer.encode(word, add_special_tokens=False)
