@@ -1,0 +1,113 @@
+"""The deployment files (docker-compose, KubeRay) parse and agree with Settings and with each other.
+
+Nothing here starts Docker or Kubernetes; the point is that a renamed setting or a version bump can't leave
+these files silently wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.kafka_local import KAFKA_DIR
+from workers.settings import Settings
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+COMPOSE = INFRA / "compose" / "docker-compose.yml"
+K8S = INFRA / "k8s"
+SETTING_ENV_NAMES = {f"GUARDSTREAM_{name.upper()}" for name in Settings.model_fields}
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _compose() -> dict[str, Any]:
+    return _docs(COMPOSE)[0]
+
+
+def _k8s(kind: str) -> dict[str, Any]:
+    found = [doc for path in sorted(K8S.glob("*.yaml")) for doc in _docs(path) if doc.get("kind") == kind]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+def _guardstream_env() -> list[tuple[str, dict[str, str]]]:
+    """(where, env) for every place that sets GUARDSTREAM_* variables."""
+    places = [
+        (f"compose:{name}", {k: str(v) for k, v in (svc.get("environment") or {}).items()})
+        for name, svc in _compose()["services"].items()
+    ]
+    places.append(("k8s:configmap", dict(_k8s("ConfigMap")["data"])))
+    return places
+
+
+@pytest.mark.parametrize("path", [COMPOSE, *sorted(K8S.glob("*.yaml"))], ids=lambda p: p.name)
+def test_yaml_parses(path: Path) -> None:
+    assert _docs(path)
+
+
+def test_only_real_settings_are_named() -> None:
+    for where, env in _guardstream_env():
+        unknown = {k for k in env if k.startswith("GUARDSTREAM_")} - SETTING_ENV_NAMES
+        assert not unknown, f"{where} sets unknown settings {unknown}"
+    commented = set(re.findall(r"GUARDSTREAM_[A-Z_]+", COMPOSE.read_text()))
+    assert commented <= SETTING_ENV_NAMES
+
+
+def test_setting_values_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value parses as its field would from the environment (JSON models included)."""
+    for _, env in _guardstream_env():
+        for key, value in env.items():
+            if key.startswith("GUARDSTREAM_"):
+                monkeypatch.setenv(key, value)
+        Settings()
+        for key in env:
+            monkeypatch.delenv(key, raising=False)
+
+
+def test_compose_kafka_matches_the_local_broker_and_the_stream_settings() -> None:
+    services = _compose()["services"]
+    pom_version = re.search(r"<kafka.version>([^<]+)<", (KAFKA_DIR / "pom.xml").read_text())
+    assert pom_version and services["kafka"]["image"] == f"apache/kafka:{pom_version.group(1)}"
+    kafka_env = services["kafka"]["environment"]
+    assert kafka_env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    stream_env = services["stream"]["environment"]
+    assert stream_env["GUARDSTREAM_KAFKA_BOOTSTRAP"] in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert stream_env["GUARDSTREAM_REDIS_URL"].startswith("redis://redis:")
+    defaults = Settings()
+    # host tools keep their defaults: the published ports are the Settings defaults
+    assert f"127.0.0.1:9092:{defaults.kafka_bootstrap.rsplit(':', 1)[1]}" in services["kafka"]["ports"]
+    assert "127.0.0.1:6379:6379" in services["redis"]["ports"]
+    dockerfile = (COMPOSE.parent / services["stream"]["build"]["context"]) / services["stream"]["build"][
+        "dockerfile"
+    ]
+    assert dockerfile.resolve().is_file()
+
+
+def test_rayjob_runs_the_stream_with_gpus_for_every_replica() -> None:
+    job = _k8s("RayJob")
+    assert job["apiVersion"] == "ray.io/v1"
+    assert job["spec"]["entrypoint"].startswith("guardstream stream")
+    cluster = job["spec"]["rayClusterSpec"]
+    configmap = _k8s("ConfigMap")
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
+        group["template"]["spec"]["containers"][0] for group in cluster["workerGroupSpecs"]
+    ]
+    for container in containers:
+        assert {"configMapRef": {"name": configmap["metadata"]["name"]}} in container["envFrom"]
+
+    settings = Settings.model_validate(
+        {"models": yaml.safe_load(configmap["data"]["GUARDSTREAM_MODELS"]), "ray_address": "auto"}
+    )
+    gpus_needed = sum(spec.replicas * spec.num_gpus for spec in settings.models.values())
+    gpus_max = sum(
+        int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+        * group["maxReplicas"]
+        for group in cluster["workerGroupSpecs"]
+    )
+    assert 0 < gpus_needed <= gpus_max
