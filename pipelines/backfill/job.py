@@ -1,0 +1,237 @@
+"""The backfill on Ray Data: read shards → score with stateful replicas → write each shard when complete.
+
+Pipeline::
+
+    from_items(pending shards) ─map_batches(read_shard_batch, 1 shard per task, fractional CPU)─►
+    rows (validated event JSON or bad-row reason) ─map_batches(ScorerWorker, concurrency=replicas)─►
+    rows with verdicts ─iter_batches─► driver: group by shard; a shard whose every row is back is written
+    (Parquet + errors, temp + rename), published to Kafka if asked, then marked done in the manifest.
+
+Rows stream through without ordering, so the driver counts rows per shard against the plan; only a
+complete shard is ever written. Memory on the driver is bounded by the shards in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.backfill.manifest import BackfillManifest, save_manifest
+from pipelines.backfill.plan import BackfillOptions, prepare_manifest
+from pipelines.backfill.rows import RowLimits, bad_row, read_shard
+from pipelines.backfill.scoring import EngineFactory, ScorerWorker
+from pipelines.backfill.sinks import KafkaVerdictPublisher, ParquetShardWriter
+from pipelines.backfill.sources import ShardSpec
+from schemas.policy import TenantPolicy
+from schemas.verdicts import Verdict
+from workers.errors import GuardstreamError
+from workers.logging import get_logger
+from workers.settings import Settings
+
+log = get_logger(__name__)
+
+
+class IncompleteBackfill(GuardstreamError):
+    """Some shards never came back whole (an input file changed or vanished while the job ran)."""
+
+
+@dataclass(frozen=True)
+class SourcedVerdictRow:
+    verdict: Verdict
+    source: str
+    position: int
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What this invocation did (the report covers every run of the output folder)."""
+
+    shards_total: int
+    shards_skipped: int
+    shards_done: int
+    rows: int
+    seconds: float
+    stopped_early: bool
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def read_shard_batch(batch: pa.Table, limits: RowLimits) -> pa.Table:
+    """Ray Data read stage: a batch of shard descriptors → their rows, validated."""
+    shards = [ShardSpec.model_validate_json(text) for text in batch.column("shard").to_pylist()]
+    return pa.concat_tables([read_shard(shard, limits) for shard in shards])
+
+
+class ShardCollector:
+    """Buffers scored rows per shard and hands out each shard once all its planned rows are back."""
+
+    def __init__(self, shards: list[ShardSpec]) -> None:
+        self._shards = {s.shard_id: s for s in shards}
+        self._rows: dict[int, list[dict[str, Any]]] = {}
+
+    def add(self, table: pa.Table) -> Iterator[tuple[ShardSpec, list[dict[str, Any]]]]:
+        touched = set()
+        for row in table.to_pylist():
+            self._rows.setdefault(row["shard_id"], []).append(row)
+            touched.add(row["shard_id"])
+        for shard_id in sorted(touched):
+            shard = self._shards[shard_id]
+            if len(self._rows[shard_id]) == shard.rows:
+                yield shard, self._rows.pop(shard_id)
+
+    def incomplete(self) -> list[int]:
+        return sorted(self._rows)
+
+
+def _start_ray(settings: Settings) -> bool:
+    """Join ``GUARDSTREAM_RAY_ADDRESS`` or start a local Ray; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    from infra.ray_runtime import init_ray
+
+    init_ray(settings)
+    return True
+
+
+def _dataset(
+    pending: list[ShardSpec],
+    options: BackfillOptions,
+    settings: Settings,
+    policies: dict[str, TenantPolicy] | None,
+    engine_factory: EngineFactory | None,
+) -> Any:
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    shards = ray.data.from_items(
+        [{"shard": s.model_dump_json()} for s in pending], override_num_blocks=len(pending)
+    )
+    rows = shards.map_batches(
+        partial(read_shard_batch, limits=RowLimits.from_settings(settings, options.tenant)),
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=options.read_num_cpus,
+    )
+    return rows.map_batches(
+        ScorerWorker,
+        batch_size=options.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=options.replicas),
+        num_cpus=options.num_cpus_per_replica,
+        num_gpus=options.num_gpus_per_replica or None,
+        fn_constructor_kwargs={
+            "settings": settings,
+            "policies": policies,
+            "engine_factory": engine_factory,
+            "torch_threads": max(1, int(options.num_cpus_per_replica)),
+        },
+    )
+
+
+def _finish_shard(
+    shard: ShardSpec,
+    rows: list[dict[str, Any]],
+    manifest: BackfillManifest,
+    options: BackfillOptions,
+    writer: ParquetShardWriter,
+    kafka: KafkaVerdictPublisher | None,
+) -> None:
+    rows.sort(key=lambda r: r["position"])
+    verdicts = [
+        SourcedVerdictRow(Verdict.model_validate_json(r["verdict"]), shard.source.url, r["position"])
+        for r in rows
+        if r["verdict"] is not None
+    ]
+    errors = [bad_row(shard, r) for r in rows if r["verdict"] is None]
+    outputs = writer.write(shard.name, verdicts, errors)
+    if kafka is not None:
+        kafka.publish([v.verdict for v in verdicts])
+    manifest.mark_done(shard.shard_id, verdicts=len(verdicts), errors=len(errors), outputs=outputs)
+    save_manifest(manifest, options.out)
+    log.debug("shard_done", shard=shard.name, verdicts=len(verdicts), errors=len(errors))
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """A guardstream error raised inside a Ray worker, without Ray's wrapping, so the CLI prints one line."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GuardstreamError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return exc
+
+
+def run_backfill(
+    options: BackfillOptions,
+    settings: Settings,
+    policies: dict[str, TenantPolicy] | None,
+    *,
+    engine_factory: EngineFactory | None = None,
+) -> tuple[BackfillManifest, RunStats]:
+    """Run (or resume) a backfill into ``options.out``; Ray is started here unless already running."""
+    from tqdm import tqdm
+
+    manifest = prepare_manifest(options, policies)
+    pending = manifest.pending()
+    skipped = len(manifest.shards) - len(pending)
+    writer = ParquetShardWriter(options.out)
+    writer.remove_temporaries()
+    started, done, rows_seen, stopped = time.perf_counter(), 0, 0, False
+    if pending:
+        kafka = (
+            KafkaVerdictPublisher(settings.kafka_bootstrap, options.to_kafka) if options.to_kafka else None
+        )
+        collector = ShardCollector(pending)
+        bar = tqdm(total=sum(s.rows for s in pending), unit="row", disable=not options.progress)
+        owns_ray = _start_ray(settings)
+        try:
+            dataset = _dataset(pending, options, settings, policies, engine_factory)
+            for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                bar.update(table.num_rows)
+                rows_seen += table.num_rows
+                for shard, rows in collector.add(table):
+                    _finish_shard(shard, rows, manifest, options, writer, kafka)
+                    done += 1
+                    if options.stop_after_shards and done >= options.stop_after_shards:
+                        stopped = True
+                        break
+                if stopped:
+                    break
+        except Exception as exc:
+            cause = _unwrap(exc)
+            if cause is exc:
+                raise
+            raise cause from None
+        finally:
+            bar.close()
+            if kafka is not None:
+                kafka.close()
+            if owns_ray:
+                import ray
+
+                ray.shutdown()
+        if not stopped and len(manifest.pending()):
+            raise IncompleteBackfill(
+                f"shards {collector.incomplete() or [s.shard_id for s in manifest.pending()]} did not "
+                "return all their rows; did an input file change while the job ran? Re-run to retry them."
+            )
+    stats = RunStats(
+        shards_total=len(manifest.shards),
+        shards_skipped=skipped,
+        shards_done=done,
+        rows=rows_seen,
+        seconds=time.perf_counter() - started,
+        stopped_early=stopped,
+    )
+    return manifest, stats

@@ -1,0 +1,50 @@
+"""Backfill fixtures: a generated mixed-format archive, the sample policies, settings with small limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schemas.policy import TenantPolicy
+from tests.pipelines.backfill.archive import GeneratedArchive, generate_archive
+from workers.policies.file_store import FilePolicyStore
+from workers.settings import ModelSpec, Settings
+
+SAMPLES = Path(__file__).resolve().parents[3] / "pipelines" / "samples"
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> GeneratedArchive:
+    """300 rows over .jsonl, .jsonl.gz and .parquet, two tenants, 1 in 20 malformed."""
+    return generate_archive(tmp_path_factory.mktemp("archive"), rows=300)
+
+
+@pytest.fixture(scope="session")
+def policies() -> dict[str, TenantPolicy]:
+    """acme (Llama Guard 3 taxonomy, S1 1-vs-all) and kidsplay (custom taxonomy, threshold 0.3)."""
+    found: dict[str, TenantPolicy] = {}
+    for name in ("policy-acme.json", "policy-kidsplay.json"):
+        store = FilePolicyStore.from_file(SAMPLES / name)
+        for tenant in store.tenants():
+            lookup = store.lookup(tenant)
+            assert lookup is not None
+            found[tenant] = lookup.policy
+    return found
+
+
+@pytest.fixture(scope="session")
+def settings(tiny_guard_path: Path) -> Settings:
+    """The tiny guard as the default pool, on CPU; 2 KiB rows so the archive's oversize rows are bad."""
+    return Settings(models={"default": ModelSpec(path=tiny_guard_path)}, device="cpu", max_event_bytes=2048)
+
+
+@pytest.fixture(scope="session")
+def ray_local(settings: Settings) -> Iterator[None]:
+    """One local Ray for all backfill tests (a start costs seconds); shut down at the end."""
+    from infra.ray_runtime import init_ray, shutdown_ray
+
+    init_ray(settings, num_cpus=2)
+    yield
+    shutdown_ray()
