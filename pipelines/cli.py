@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.topics",
     "pipelines.produce",
     "pipelines.stream",
+    "pipelines.demo",
     "pipelines.backfill.cli",
 )
 

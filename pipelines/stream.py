@@ -171,7 +171,7 @@ def stream_command(
     ] = None,
 ) -> None:
     """Consume conversation events, score them on the model pools, produce verdicts and dead letters."""
-    from infra.ray_runtime import init_ray
+    from infra.ray_runtime import init_ray, shutdown_ray
 
     settings = get_settings()
     if workers is not None:
@@ -180,7 +180,10 @@ def stream_command(
     stop = threading.Event()
     with user_errors(), stop_on_signals(stop):
         init_ray(settings)
-        report = run_stream(settings, stop=stop, max_events=max_events, idle_exit_s=idle_exit)
+        try:
+            report = run_stream(settings, stop=stop, max_events=max_events, idle_exit_s=idle_exit)
+        finally:
+            shutdown_ray()
     typer.echo(report.model_dump_json(exclude={"workers"}))
 
 
