@@ -32,21 +32,23 @@ def init_ray(
 
     if ray.is_initialized():
         return
-    common: dict[str, object] = {
-        "namespace": RAY_NAMESPACE,
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        "configure_logging": True,
-    }
     if settings.ray_address:
-        ray.init(address=settings.ray_address, **common)  # type: ignore[arg-type]
+        ray.init(
+            address=settings.ray_address,
+            namespace=RAY_NAMESPACE,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
         log.info("ray_joined", address=settings.ray_address)
         return
+    # "local" (not None): a RAY_ADDRESS left in the environment must not silently redirect a local run.
     ray.init(
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * 1024 * 1024,
-        **common,  # type: ignore[arg-type]
+        namespace=RAY_NAMESPACE,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
     )
     log.info("ray_started", num_cpus=num_cpus, object_store_mb=object_store_mb)
 
