@@ -96,10 +96,13 @@ class Outputs:
 class TopicReader:
     """A group-less consumer over whole topics (from the beginning), read incrementally."""
 
-    def __init__(self, settings: Settings, topics: list[str]) -> None:
+    def __init__(self, settings: Settings, topics: list[str], *, read_committed: bool = False) -> None:
         ensure_topics(settings, topics)
         self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
         )
         parts = [
             TopicPartition(topic, p)
@@ -125,8 +128,8 @@ class TopicReader:
 
 
 @contextmanager
-def reading(settings: Settings, topics: list[str]) -> Iterator[TopicReader]:
-    reader = TopicReader(settings, topics)
+def reading(settings: Settings, topics: list[str], *, read_committed: bool = False) -> Iterator[TopicReader]:
+    reader = TopicReader(settings, topics, read_committed=read_committed)
     try:
         yield reader
     finally:

@@ -211,3 +211,39 @@ def test_restart_resumes_from_committed_offsets(
 
 def _ids(records: list[tuple[bytes, bytes]]) -> list[str]:
     return [json.loads(value)["event_id"] for _, value in records]
+
+
+def test_scoring_failure_follows_each_tenants_on_error(
+    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+) -> None:
+    settings = isolated(stream_base, stream_workers=1)
+    closed, opened, lettered = tenant("closed"), tenant("open"), tenant("letter")
+    nowhere = Route(model="no-such-pool")
+    store.put(TenantPolicy(tenant_id=closed, route=nowhere, on_error="fail-closed"))
+    store.put(TenantPolicy(tenant_id=opened, route=nowhere, on_error="fail-open"))
+    store.put(TenantPolicy(tenant_id=lettered, route=nowhere, on_error="dead-letter"))
+    produce(settings, [keyed(t, "c", event(t, "c", f"{t}-1", "hello")) for t in (closed, opened, lettered)])
+    topics = [settings.verdict_topic, settings.dlq_topic]
+    with reading(settings, topics) as reader, streaming(settings, pools):
+        out = reader.until(lambda o: len(o.records) == 3, timeout_s=120, what="three outcomes")
+    verdicts = {v["tenant_id"]: v for v in out.on(settings.verdict_topic)}
+    assert verdicts[closed]["unsafe"] is True and "no-such-pool" in verdicts[closed]["error"]
+    assert verdicts[opened]["unsafe"] is False and verdicts[opened]["error"]
+    (letter,) = out.on(settings.dlq_topic)
+    assert letter["error_code"] == "scoring_failed" and letter["tenant_id"] == lettered
+
+
+def test_exactly_once_commits_verdicts_and_offsets_together(
+    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+) -> None:
+    settings = isolated(stream_base, exactly_once=True)
+    acme = tenant("acme")
+    store.put(TenantPolicy(tenant_id=acme))
+    records = [keyed(acme, f"c{i % 3}", event(acme, f"c{i % 3}", f"e{i}", f"text {i}")) for i in range(24)]
+    produce(settings, [*records, (None, b"not json")])
+    report = run_stream(settings, pools=pools, max_events=len(records) + 1)
+    assert report.verdicts == len(records) and report.dead_letters == 1
+    assert committed(settings) == end_offsets(settings)
+    with reading(settings, [settings.verdict_topic, settings.dlq_topic], read_committed=True) as reader:
+        out = reader.until(lambda o: len(o.records) >= 25, timeout_s=30, what="committed outputs")
+    assert sorted(out.event_ids(settings.verdict_topic)) == sorted(f"e{i}" for i in range(24))
