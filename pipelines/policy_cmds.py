@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ from pipelines.errors import user_errors
 from schemas.policy import TenantPolicy
 from workers.errors import InputError
 from workers.settings import get_settings
+
+if TYPE_CHECKING:
+    from workers.policies.redis_store import RedisPolicyStore
 
 policy_app = typer.Typer(
     name="policy",
@@ -27,7 +30,7 @@ policy_app = typer.Typer(
 TenantArg = Annotated[str, typer.Argument(help="Tenant id, e.g. acme.")]
 
 
-def _store() -> Any:
+def _store() -> RedisPolicyStore:
     from workers.policies.redis_store import RedisPolicyStore
 
     return RedisPolicyStore(get_settings())
@@ -64,22 +67,15 @@ def set_policy(
     """Validate FILE and store it as TENANT's policy under the next version."""
     with user_errors():
         policy = load_policy_file(tenant_id, file)
-        store = _store()
-        try:
+        with _store() as store:
             _print(store.put(policy))
-        finally:
-            store.close()
 
 
 @policy_app.command("get")
 def get_policy(tenant_id: TenantArg) -> None:
     """Print TENANT's stored policy; exit 1 if it has none."""
-    with user_errors():
-        store = _store()
-        try:
-            policy = store.get(tenant_id)
-        finally:
-            store.close()
+    with user_errors(), _store() as store:
+        policy = store.get(tenant_id)
     if policy is None:
         typer.echo(f"error: no policy for tenant {tenant_id!r}", err=True)
         raise typer.Exit(code=1)
@@ -91,12 +87,8 @@ def list_policies(
     as_json: Annotated[bool, typer.Option("--json", help="One policy JSON per line.")] = False,
 ) -> None:
     """List stored policies: tenant, version, taxonomy, threshold, route, fail mode."""
-    with user_errors():
-        store = _store()
-        try:
-            policies = store.list()
-        finally:
-            store.close()
+    with user_errors(), _store() as store:
+        policies = store.list()
     if as_json:
         for policy in policies:
             typer.echo(policy.model_dump_json())
@@ -107,12 +99,8 @@ def list_policies(
 @policy_app.command("delete")
 def delete_policy(tenant_id: TenantArg) -> None:
     """Delete TENANT's policy (workers then apply the unknown-tenant setting); exit 1 if it had none."""
-    with user_errors():
-        store = _store()
-        try:
-            existed = store.delete(tenant_id)
-        finally:
-            store.close()
+    with user_errors(), _store() as store:
+        existed = store.delete(tenant_id)
     if not existed:
         typer.echo(f"error: no policy for tenant {tenant_id!r}", err=True)
         raise typer.Exit(code=1)

@@ -17,6 +17,10 @@ class ScoringError(GuardstreamError):
     """A batch could not be scored (model error, timeout, dead replica)."""
 
 
+class UnknownModelError(ScoringError):
+    """A policy routes to a model pool that this deployment does not configure (``settings.models``)."""
+
+
 class UnknownTenantError(GuardstreamError):
     """An event names a tenant without a policy while unknown tenants are rejected."""
 

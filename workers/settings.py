@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     score_timeout_s: float = Field(
         default=120.0, gt=0, description="A batch slower than this is a scoring error."
     )
+    replica_max_batch: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Max requests per forward pass; a replica coalesces calls from all workers up to this.",
+    )
+    replica_batch_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description="How long a replica waits for other workers' calls to join a forward batch.",
+    )
+    replica_max_restarts: int = Field(
+        default=-1, ge=-1, description="Ray restarts of a dead replica actor; -1: unlimited."
+    )
+    replica_max_task_retries: int = Field(
+        default=2, ge=0, description="Ray re-runs of a batch whose replica died mid-call (on the restart)."
+    )
     max_event_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Larger payloads are dead-lettered."
     )
