@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=512, ge=0, description="Memory bound of the taxonomy KV prefix cache."
     )
     max_category_tokens: int = Field(default=16, ge=1, le=64, description="Greedy tokens decoded for codes.")
+    score_batch_tokens: int = Field(
+        default=4096,
+        ge=64,
+        description="Padded suffix tokens per scoring forward (rows x longest row); bounds memory and padding.",
+    )
 
     # --- logging --------------------------------------------------------------------------------------
     log_format: Literal["json", "console"] = Field(default="json", description="json in production.")

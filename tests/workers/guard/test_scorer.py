@@ -1,0 +1,180 @@
+"""Parity: the prefix-cached, batched scorer equals a plain full-prompt forward and greedy ``generate``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from schemas.events import Message, Side
+from schemas.taxonomy import Category, Generation, Taxonomy
+from workers.engine import ScoreRequest, ScoreResult
+from workers.guard.loading import LoadedGuard, load_guard
+from workers.guard.scorer import GuardScorer, one_category_taxonomy
+from workers.settings import ModelSpec, Settings
+
+CUSTOM = Taxonomy(
+    categories=(
+        Category(code="C1", name="Spoilers", description="Should not\n- Reveal plot twists."),
+        Category(code="C2", name="Medical advice"),
+    )
+)
+LONG_TURNS = (
+    Message(role="user", content="I need help planning a surprise party for my sister. " * 6),
+    Message(role="assistant", content="Sure! Start with a guest list, then pick a venue and a date. " * 8),
+    Message(role="user", content="How do I keep it secret from her?"),
+    Message(role="assistant", content="Use a separate group chat and a cover story about a dinner."),
+)
+
+
+def _requests(taxonomy: Taxonomy, decode_at: float | None = 0.0) -> list[ScoreRequest]:
+    """Mixed lengths, both sides, multi-turn; ``decode_at=0`` decodes categories for every row."""
+
+    def req(rid: str, messages: Sequence[Message], side: Side, codes: tuple[str, ...] = ()) -> ScoreRequest:
+        return ScoreRequest(
+            request_id=rid,
+            messages=tuple(messages),
+            side=side,
+            taxonomy=taxonomy,
+            decode_categories_at=decode_at,
+            category_codes=codes,
+        )
+
+    first_code = taxonomy.resolve()[0].code
+    return [
+        req("short", [Message(role="user", content="hi")], "prompt"),
+        req("question", [Message(role="user", content="How do I pick a lock?")], "prompt", (first_code,)),
+        req("long-response", LONG_TURNS, "response"),
+        req("long-prompt", LONG_TURNS[:3], "prompt"),
+        req("pair", LONG_TURNS[2:], "response"),
+    ]
+
+
+def _reference(guard: LoadedGuard, request: ScoreRequest, taxonomy: Taxonomy | None = None) -> float:
+    """P(unsafe) from one plain forward over the full prompt, softmax at the last position."""
+    rendered = guard.prompt_format.render(taxonomy or request.taxonomy, request.messages, request.side)
+    ids = guard.tokens.encode_prompt(rendered.text) + list(guard.tokens.verdict_prefix_ids)
+    with torch.inference_mode():
+        logits = guard.model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
+    return float(torch.softmax(logits, dim=-1)[guard.tokens.unsafe_id])
+
+
+def _reference_answer(guard: LoadedGuard, request: ScoreRequest, max_new: int) -> str:
+    """Greedy ``generate`` on the full prompt, the answer forced to start with ``unsafe``."""
+    rendered = guard.prompt_format.render(request.taxonomy, request.messages, request.side)
+    tok = guard.tokens
+    ids = [*tok.encode_prompt(rendered.text), *tok.verdict_prefix_ids, tok.unsafe_id]
+    with torch.inference_mode():
+        out = guard.model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=list(tok.stop_ids),
+            pad_token_id=tok.pad_id,
+        )
+    new = out[0, len(ids) :].tolist()
+    stop = next((i for i, t in enumerate(new) if t in tok.stop_ids), len(new))
+    return tok.decode([tok.unsafe_id, *new[:stop]])
+
+
+def _check(
+    guard: LoadedGuard, requests: list[ScoreRequest], results: list[ScoreResult], max_new: int
+) -> None:
+    assert [r.request_id for r in results] == [r.request_id for r in requests]
+    for request, result in zip(requests, results, strict=True):
+        expected = _reference(guard, request)
+        assert result.score == pytest.approx(expected, abs=1e-4, rel=1e-3), request.request_id
+        assert result.raw_output == _reference_answer(guard, request, max_new), request.request_id
+        for code, score in result.category_scores.items():
+            single = one_category_taxonomy(request.taxonomy, code)
+            assert score == pytest.approx(_reference(guard, request, single), abs=1e-4, rel=1e-3)
+        assert set(result.category_scores) == set(request.category_codes)
+
+
+CASES = [(g, False) for g in Generation] + [
+    (g, True) for g in (Generation.LG1, Generation.LG3, Generation.LG4)
+]
+
+
+@pytest.mark.parametrize(("generation", "custom"), CASES, ids=[f"{g.value}-{c}" for g, c in CASES])
+def test_scores_and_codes_match_full_prompt_reference(
+    tiny_guard_path: Path, generation: Generation, custom: bool
+) -> None:
+    guard = load_guard(ModelSpec(path=tiny_guard_path, prompt_format=generation), Settings(device="cpu"))
+    taxonomy = CUSTOM if custom else Taxonomy(generation=generation)
+    settings = Settings(device="cpu", max_category_tokens=6)
+    requests = _requests(taxonomy)
+    results = GuardScorer(guard, settings).score(requests)
+    _check(guard, requests, results, max_new=6)
+    assert all(r.raw_output is not None for r in results)
+
+
+@pytest.mark.parametrize("batch_tokens", [64, 100_000])
+def test_bucketing_does_not_change_results(tiny_guard_path: Path, batch_tokens: int) -> None:
+    settings = Settings(device="cpu", score_batch_tokens=batch_tokens, max_category_tokens=4)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    requests = _requests(Taxonomy(generation=Generation.LG3)) * 3
+    _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=4)
+
+
+def test_prefix_is_computed_once_per_taxonomy_and_side(tiny_guard_path: Path) -> None:
+    settings = Settings(device="cpu")
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    scorer = GuardScorer(guard, settings)
+    requests = _requests(Taxonomy(generation=Generation.LG3), decode_at=None)
+    scorer.score(requests)
+    assert (scorer.cache.misses, len(scorer.cache)) == (3, 3)  # prompt, response, 1-vs-all S1
+    scorer.score(requests)
+    assert scorer.cache.misses == 3 and scorer.cache.hits >= 3
+    assert scorer.fallbacks == 0
+
+
+def test_unsafe_tokenization_split_falls_back_to_full_prompt(tiny_guard_path: Path) -> None:
+    settings = Settings(device="cpu", max_category_tokens=4)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    scorer = GuardScorer(guard, settings)
+    requests = _requests(CUSTOM)
+    prefix = guard.prompt_format.render(CUSTOM, requests[0].messages, "prompt").prefix
+    scorer._prefix_ids[prefix] = (1, 2, 3)  # a boundary the real tokenization does not start with
+    results = scorer.score(requests)
+    assert scorer.fallbacks == 3  # the three prompt-side requests
+    _check(guard, requests, results, max_new=4)
+
+
+def test_rows_under_threshold_are_not_decoded(tiny_guard_path: Path) -> None:
+    settings = Settings(device="cpu")
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    results = GuardScorer(guard, settings).score(_requests(CUSTOM, decode_at=None))
+    assert all(r.raw_output is None and r.categories == () for r in results)
+
+
+def test_long_conversations_drop_oldest_turns(tiny_guard_path: Path) -> None:
+    settings = Settings(device="cpu", max_prompt_tokens=260)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    request = _requests(CUSTOM, decode_at=None)[2]
+    (result,) = GuardScorer(guard, settings).score([request])
+    assert result.prompt_tokens <= 260 - settings.max_category_tokens
+    budget = 260 - settings.max_category_tokens - 1
+    kept = next(
+        request.model_copy(update={"messages": request.messages[k:]})
+        for k in range(len(request.messages))
+        if len(
+            guard.tokens.encode_prompt(
+                guard.prompt_format.render(CUSTOM, request.messages[k:], "response").text
+            )
+        )
+        + len(guard.tokens.verdict_prefix_ids)
+        <= budget
+    )
+    assert 0 < len(kept.messages) < len(request.messages)
+    assert result.score == pytest.approx(_reference(guard, kept), abs=1e-4, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_default_model_parity() -> None:
+    settings = Settings(device="cpu", max_category_tokens=4)
+    guard = load_guard(ModelSpec(), settings)
+    requests = _requests(Taxonomy(generation=Generation.LG3))
+    _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=4)

@@ -1,0 +1,226 @@
+"""The scorer: requests in, ``P(unsafe)`` and decoded codes out, doing the least work the semantics allow.
+
+For every request (and every 1-vs-all category it asks for) one prompt is rendered and tokenized. Its
+tokens are split into a prefix shared by all prompts of the same (format, taxonomy, side), whose
+keys/values come from ``PrefixCache``, and a suffix (conversation, instructions, ``verdict_prefix``). Rows
+with the same prefix are sorted by length and cut into batches under a padded-token budget, so short and
+long conversations don't pad each other. Each batch is one forward; the score is the softmax over the
+whole vocabulary at the verdict position, read for the ``unsafe`` token. Rows whose score reaches
+``decode_categories_at`` are then decoded greedily from the same keys/values, starting with ``unsafe``.
+
+Split safety: BPE merges can cross the text boundary ``<BEGIN CONVERSATION>\\n\\n``|``User:`` (SmolLM2
+does), so the cached prefix is the tokenization of the prefix text without its trailing whitespace, minus
+its last token, and every request checks that its full tokenization starts with exactly those ids. A
+request that doesn't is scored on its full prompt, uncached — slower, never different.
+
+Long conversations: when prompt + answer would exceed ``Settings.max_prompt_tokens``, the oldest turns
+are dropped (at least the last message is kept); if the last message alone is too long its text is cut,
+keeping its beginning. ``ScoreResult.prompt_tokens`` reports what was actually scored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+import torch
+
+from schemas.events import Message, Side
+from schemas.taxonomy import Taxonomy, builtin_taxonomy
+from workers.engine import ScoreRequest, ScoreResult
+from workers.errors import ScoringError
+from workers.guard.kv_batch import compute_prefix, forward_suffixes, greedy_continue, next_token_probs
+from workers.guard.loading import LoadedGuard
+from workers.guard.parse import DEFAULT_STOPS, parse_output
+from workers.guard.prefix_cache import PrefixCache, PrefixEntry, prefix_key
+from workers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+UNCACHED = ""
+"""Group key of rows scored on their full prompt (prefix check failed)."""
+
+
+@dataclass
+class _Row:
+    """One prompt to score: a request's main prompt (``code`` None) or one 1-vs-all category prompt."""
+
+    request: int
+    code: str | None
+    decode_at: float | None
+    prefix_text: str
+    prefix_ids: tuple[int, ...]
+    suffix: list[int]
+    score: float = 0.0
+    generated: list[int] | None = None
+
+
+def one_category_taxonomy(taxonomy: Taxonomy, code: str) -> Taxonomy:
+    """The taxonomy holding only ``code``, for the paper's 1-vs-all protocol."""
+    resolved = taxonomy.resolve()
+    codes = [c.code for c in resolved]
+    if code not in codes:
+        raise ScoringError(f"category_codes names {code!r}, which the request's taxonomy does not have")
+    index = codes.index(code)
+    if taxonomy.generation is None:
+        return Taxonomy(categories=(resolved[index],))
+    wanted = taxonomy.codes
+    originals = [
+        c.code for c in builtin_taxonomy(taxonomy.generation).categories if not wanted or c.code in wanted
+    ]
+    return Taxonomy(generation=taxonomy.generation, codes=(originals[index],))
+
+
+class GuardScorer:
+    """Batched, prefix-cached scoring for one loaded guard. Not thread-safe per call; the cache is."""
+
+    def __init__(self, guard: LoadedGuard, settings: Settings) -> None:
+        self.guard = guard
+        self.settings = settings
+        self.tokens = guard.tokens
+        self.cache = PrefixCache(settings.prefix_cache_mb * 1024 * 1024)
+        self._prefix_ids: dict[str, tuple[int, ...]] = {}
+        self.fallbacks = 0
+        self._stops = tuple(dict.fromkeys([*guard.prompt_format.stop_strings, *DEFAULT_STOPS]))
+
+    # --- preparing rows ----------------------------------------------------------------------------------
+    def _split_ids(self, prefix_text: str) -> tuple[int, ...]:
+        """Token ids safe to cache for ``prefix_text`` (module docstring: split safety)."""
+        ids = self._prefix_ids.get(prefix_text)
+        if ids is None:
+            ids = tuple(self.tokens.encode_prompt(prefix_text.rstrip())[:-1])
+            self._prefix_ids[prefix_text] = ids
+        return ids
+
+    def _fit(self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side) -> tuple[str, str, list[int]]:
+        """Render and tokenize, dropping oldest turns (then cutting the last) to fit ``max_prompt_tokens``."""
+        budget = self.settings.max_prompt_tokens - len(self.tokens.verdict_prefix_ids) - 1
+        budget -= self.settings.max_category_tokens
+        msgs = list(messages)
+        for _ in range(len(messages) + 4):
+            rendered = self.guard.prompt_format.render(taxonomy, msgs, side)
+            ids = self.tokens.encode_prompt(rendered.text)
+            over = len(ids) - budget
+            if over <= 0:
+                return rendered.prefix, rendered.text, ids
+            if len(msgs) > 1:
+                msgs.pop(0)
+                continue
+            content = self.tokens.encode_prompt(msgs[0].content)
+            if len(content) <= over + 8:
+                break
+            text = self.tokens.decode(content[: len(content) - over - 8])
+            msgs = [Message(role=msgs[0].role, content=text if text.strip() else ".")]
+        raise ScoringError(f"prompt can't fit max_prompt_tokens={self.settings.max_prompt_tokens}")
+
+    def _row(self, index: int, request: ScoreRequest, taxonomy: Taxonomy, code: str | None) -> _Row:
+        prefix_text, _, ids = self._fit(taxonomy, request.messages, request.side)
+        prefix_ids = self._split_ids(prefix_text)
+        tail = [*self.tokens.verdict_prefix_ids]
+        if prefix_ids and tuple(ids[: len(prefix_ids)]) == prefix_ids:
+            suffix = ids[len(prefix_ids) :] + tail
+        else:
+            self.fallbacks += 1
+            log.debug("prefix_split_fallback", request_id=request.request_id)
+            prefix_text, prefix_ids, suffix = UNCACHED, (), ids + tail
+        decode_at = request.decode_categories_at if code is None else None
+        return _Row(index, code, decode_at, prefix_text, prefix_ids, suffix)
+
+    def _rows(self, requests: Sequence[ScoreRequest]) -> list[_Row]:
+        rows = []
+        for i, request in enumerate(requests):
+            rows.append(self._row(i, request, request.taxonomy, None))
+            for code in request.category_codes:
+                rows.append(self._row(i, request, one_category_taxonomy(request.taxonomy, code), code))
+        return rows
+
+    # --- running batches ---------------------------------------------------------------------------------
+    def _prefix_entry(self, text: str, ids: tuple[int, ...]) -> PrefixEntry | None:
+        if text == UNCACHED:
+            return None
+        key = prefix_key(self.guard.name, text)
+        return self.cache.get_or_compute(
+            key, lambda: compute_prefix(self.guard.model, ids, self.guard.device)
+        )
+
+    def _buckets(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows sorted by suffix length, cut so that rows x longest suffix stays under the token budget."""
+        budget = self.settings.score_batch_tokens
+        buckets: list[list[_Row]] = []
+        current: list[_Row] = []
+        for row in sorted(rows, key=lambda r: len(r.suffix)):
+            if current and (len(current) + 1) * len(row.suffix) > budget:
+                buckets.append(current)
+                current = []
+            current.append(row)
+        return [*buckets, current] if current else buckets
+
+    def _run_bucket(self, entry: PrefixEntry | None, rows: list[_Row]) -> None:
+        model, device = self.guard.model, self.guard.device
+        prefix_len = len(entry.ids) if entry else 0
+        hidden, state = forward_suffixes(
+            model,
+            entry.layers if entry else None,
+            prefix_len,
+            [r.suffix for r in rows],
+            self.tokens.pad_id,
+            device,
+        )
+        scores = next_token_probs(model, hidden)[:, self.tokens.unsafe_id].tolist()
+        for row, score in zip(rows, scores, strict=True):
+            row.score = min(max(float(score), 0.0), 1.0)
+        chosen = [i for i, r in enumerate(rows) if r.decode_at is not None and r.score >= r.decode_at]
+        if not chosen:
+            return
+        state = state.select(torch.tensor(chosen, device=device))
+        first = torch.full((len(chosen),), self.tokens.unsafe_id, dtype=torch.long, device=device)
+        outputs = greedy_continue(
+            model, state, first, self.settings.max_category_tokens, self.tokens.stop_ids
+        )
+        for i, generated in zip(chosen, outputs, strict=True):
+            rows[i].generated = generated
+
+    # --- results -----------------------------------------------------------------------------------------
+    def _result(self, request: ScoreRequest, main: _Row, extra: list[_Row]) -> ScoreResult:
+        fields: dict[str, object] = {}
+        if main.generated is not None:
+            raw = self.tokens.decode([self.tokens.unsafe_id, *main.generated])
+            codes = [c.code for c in request.taxonomy.resolve()]
+            parsed = parse_output(raw, codes, stop_strings=self._stops)
+            fields = {
+                "categories": parsed.categories,
+                "unknown_codes": parsed.unknown_codes,
+                "parse_issues": parsed.issues,
+                "raw_output": raw,
+            }
+        return ScoreResult(
+            request_id=request.request_id,
+            score=main.score,
+            category_scores={r.code: r.score for r in extra if r.code is not None},
+            prompt_tokens=len(main.prefix_ids) + len(main.suffix),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Score a batch; results are in request order."""
+        if not requests:
+            return []
+        with torch.inference_mode():
+            rows = self._rows(requests)
+            groups: dict[str, list[_Row]] = defaultdict(list)
+            for row in rows:
+                groups[row.prefix_text].append(row)
+            for text, members in groups.items():
+                entry = self._prefix_entry(text, members[0].prefix_ids)
+                for bucket in self._buckets(members):
+                    self._run_bucket(entry, bucket)
+        per_request: dict[int, list[_Row]] = defaultdict(list)
+        for row in rows:
+            per_request[row.request].append(row)
+        results = []
+        for i, request in enumerate(requests):
+            main, *extra = per_request[i]
+            results.append(self._result(request, main, extra))
+        return results
