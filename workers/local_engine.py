@@ -1,0 +1,37 @@
+"""The in-process engine: a loaded guard plus its scorer, behind ``workers.engine.Engine``.
+
+This is what a ``GuardReplica`` actor holds, what backfill runs inside Ray Data, and what
+``guardstream moderate`` calls directly. Callers see requests and results only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from workers.engine import ScoreRequest, ScoreResult
+from workers.errors import GuardstreamError, ScoringError
+from workers.guard.loading import load_guard
+from workers.guard.scorer import GuardScorer
+from workers.settings import ModelSpec, Settings
+
+
+class LocalEngine:
+    """Loads ``spec`` once (raises ``ModelLoadError``/``PromptFormatError``) and scores batches in-process."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.guard = load_guard(spec, settings)
+        self.scorer = GuardScorer(self.guard, settings)
+
+    @property
+    def model_name(self) -> str:
+        return self.guard.name
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Score a batch in request order; model failures surface as ``ScoringError``."""
+        try:
+            return self.scorer.score(requests)
+        except GuardstreamError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ScoringError(f"{self.model_name}: {type(exc).__name__}: {exc}") from exc
