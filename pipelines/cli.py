@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.produce",
     "pipelines.stream",
     "pipelines.demo",
+    "pipelines.evaluate",
+    "pipelines.finetune",
     "pipelines.backfill.cli",
 )
 

@@ -31,9 +31,12 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pipelines.eval_rows import EvalRow
+import typer
+
+from pipelines.errors import user_errors
+from pipelines.eval_rows import EvalRow, write_rows
 from schemas.events import Message
 from workers.errors import InputError
 
@@ -253,3 +256,28 @@ def convert(name: str, data_dir: Path = DEFAULT_DATA_DIR) -> list[EvalRow]:
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return list(DATASETS[name].convert(data_dir))
+
+
+def register_commands(group: typer.Typer) -> None:
+    """``guardstream eval convert NAME --out FILE`` and ``guardstream eval datasets``."""
+
+    @group.command("convert")
+    def convert_command(
+        name: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}")],
+        out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+        data_dir: Annotated[Path, typer.Option(help="Folder holding the datasets.")] = DEFAULT_DATA_DIR,
+    ) -> None:
+        """Convert one dataset to eval rows (its own labels kept; map them with --category-map)."""
+        with user_errors():
+            count = write_rows(convert(name, data_dir), out)
+        info = DATASETS[name]
+        typer.echo(
+            f"{count} rows -> {out} ({info.side} side, {info.licence}, category map: {info.category_map})"
+        )
+
+    @group.command("datasets")
+    def datasets_command() -> None:
+        """List the converters, their licences and whether the shipped adapter may train on them."""
+        for info in DATASETS.values():
+            use = "train+eval" if info.trainable else "eval only"
+            typer.echo(f"{info.name:<20} {info.side:<9} {info.licence:<16} {use}")

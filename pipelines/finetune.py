@@ -1,0 +1,166 @@
+"""``guardstream finetune``: LoRA-tune a Llama-architecture checkpoint into a Llama Guard-format classifier.
+
+Input is the eval-row JSONL (``guardstream eval convert``), so the data a model is judged on and the data it
+learns from share one format and one category-map mechanism. Output is a peft adapter directory plus a
+``guardstream.json`` marker (prompt format, base, recipe, data) that ``ModelSpec(adapter=DIR)`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.errors import user_errors
+from pipelines.eval_rows import EvalRow, read_rows
+from pipelines.finetune_data import AugmentConfig
+from pipelines.finetune_train import TrainConfig
+
+FORMAT_HELP = (
+    "Llama Guard prompt format (default: inferred from --model; the shipped base uses llama-guard-3)."
+)
+
+
+def _sample_rows(files: list[Path], per_file: int | None, seed: int) -> list[EvalRow]:
+    rows: list[EvalRow] = []
+    rng = random.Random(seed)
+    for path in files:
+        found = read_rows(path)
+        if per_file is not None and len(found) > per_file:
+            found = rng.sample(found, per_file)
+        rows.extend(found)
+    return rows
+
+
+def finetune_command(
+    data: Annotated[list[Path], typer.Option("--data", help="Eval-row JSONL file(s) to learn from.")],
+    out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Base checkpoint dir or .gguf (default: shipped)")
+    ] = None,
+    prompt_format: Annotated[str | None, typer.Option(help=FORMAT_HELP)] = None,
+    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy JSON (default: the format's own).")] = None,
+    category_map: Annotated[
+        str, typer.Option(help="Built-in map name, JSON file, 'lg3' (all built-ins) or 'none'.")
+    ] = "lg3",
+    per_file: Annotated[int | None, typer.Option(help="Random rows kept per --data file.")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Cap after augmentation.")] = None,
+    rank: int = 16,
+    alpha: int = 32,
+    top_layers: Annotated[int | None, typer.Option(help="LoRA on the last N layers only.")] = None,
+    lr: float = 2e-4,
+    epochs: float = 1.0,
+    grad_accum: int = 8,
+    max_tokens: int = 448,
+    multi_turn_rate: float = 0.2,
+    augment: Annotated[bool, typer.Option(help="Meta's augmentations (off: base examples only).")] = True,
+    seed: int = 0,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """Train a LoRA guard adapter on labelled conversations (CPU works, slowly; a GPU is used if present)."""
+    with user_errors():
+        config = TrainConfig(
+            rank=rank,
+            alpha=alpha,
+            top_layers=top_layers,
+            lr=lr,
+            epochs=epochs,
+            grad_accum=grad_accum,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+        on = augment
+        aug = AugmentConfig(
+            shuffle_categories=on,
+            drop_nonviolated=on,
+            drop_violated=on,
+            both_sides=on,
+            multi_turn_rate=multi_turn_rate if on else 0.0,
+            seed=seed,
+        )
+        rows = _sample_rows(data, per_file, seed)
+        run_finetune(
+            rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads
+        )
+
+
+def run_finetune(
+    rows: list[EvalRow],
+    out: Path,
+    model_path: Path | None,
+    prompt_format: str | None,
+    taxonomy_file: Path | None,
+    category_map: str,
+    config: TrainConfig,
+    aug: AugmentConfig,
+    max_examples: int | None,
+    threads: int | None,
+) -> None:
+    """Load, augment, encode, train and save; the pieces live in ``finetune_data`` and ``finetune_train``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.category_maps import merged_lg3_map
+    from pipelines.eval_rows import load_category_map
+    from pipelines.finetune_data import Augmenter
+    from pipelines.finetune_train import encode_example, train, wrap_lora
+    from schemas.taxonomy import Generation, Taxonomy
+    from workers.guard.formats import get_format
+    from workers.guard.loading import checkpoint_dir, default_model_path, infer_prompt_format, pick_device
+    from workers.guard.tokens import resolve_tokens
+    from workers.logging import get_logger
+    from workers.settings import ModelSpec, get_settings
+
+    log = get_logger(__name__)
+    settings = get_settings()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    source = model_path if model_path is not None else default_model_path()
+    spec = ModelSpec(path=model_path, prompt_format=Generation(prompt_format) if prompt_format else None)
+    generation = infer_prompt_format(spec, source)
+    fmt = get_format(generation)
+    if taxonomy_file is not None:
+        base = Taxonomy.model_validate_json(taxonomy_file.read_text("utf-8"))
+    else:
+        base = Taxonomy(generation=generation)
+    mapping: dict[str, tuple[str, ...]] | None = None
+    if category_map == "lg3":
+        mapping = merged_lg3_map()
+    elif category_map != "none":
+        mapping = load_category_map(category_map)
+    examples = Augmenter(base, mapping, aug).expand(rows)[:max_examples]
+    directory = checkpoint_dir(source, settings)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    tokens = resolve_tokens(tokenizer, fmt)
+    encoded = [e for ex in examples if (e := encode_example(ex, fmt, tokens, config.max_tokens))]
+    log.info("finetune_data", rows=len(rows), examples=len(examples), encoded=len(encoded))
+    torch.manual_seed(config.seed)
+    device = pick_device(settings)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, local_files_only=True)
+    model = wrap_lora(model, config).to(device)
+    history = train(model, encoded, config, out)
+    model.save_pretrained(out)
+    rules: dict[str, int] = {}
+    for ex in examples:
+        rules[ex.rule] = rules.get(ex.rule, 0) + 1
+    marker = {
+        "prompt_format": generation.value,
+        "base_model": str(source.name),
+        "taxonomy": json.loads(base.model_dump_json(exclude_none=True)),
+        "recipe": config.model_dump(),
+        "augmentation": aug.model_dump(),
+        "rows": len(rows),
+        "examples": len(encoded),
+        "examples_by_rule": rules,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_seconds": history[-1]["elapsed_s"] if history else 0,
+    }
+    (out / "guardstream.json").write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"adapter written to {out} ({len(encoded)} examples, {len(history)} steps)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune_command)
