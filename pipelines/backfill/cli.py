@@ -37,11 +37,13 @@ def load_policies(source: Literal["file", "redis"], paths: list[Path]) -> dict[s
 
 
 def with_model(settings: Settings, model: Path | None) -> Settings:
-    """``--model PATH`` replaces the default pool's checkpoint, keeping its other fields."""
+    """``--model PATH`` replaces the default pool's checkpoint (as ``moderate --model``: no adapter, format
+    from the checkpoint), keeping its replica settings."""
     if model is None:
         return settings
     pool = settings.models.get("default", ModelSpec())
-    models = {**settings.models, "default": pool.model_copy(update={"path": model})}
+    update = {"path": model, "adapter": None, "prompt_format": None}
+    models = {**settings.models, "default": pool.model_copy(update=update)}
     return settings.model_copy(update={"models": models})
 
 

@@ -29,7 +29,7 @@ from pipelines.backfill.sinks import KafkaVerdictPublisher, ParquetShardWriter
 from pipelines.backfill.sources import ShardSpec
 from schemas.policy import TenantPolicy
 from schemas.verdicts import Verdict
-from workers.errors import GuardstreamError
+from workers.errors import GuardstreamError, InputError
 from workers.logging import get_logger
 from workers.settings import Settings
 
@@ -57,10 +57,19 @@ class RunStats:
     rows: int
     seconds: float
     stopped_early: bool
+    first_batch_s: float = 0.0
+    """Start-up until the first scored batch: Ray, actors, model load. Steady throughput excludes it."""
+    first_batch_rows: int = 0
 
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_rows_per_s(self) -> float:
+        """Throughput once the replicas are up: what more rows would be scored at."""
+        span = self.seconds - self.first_batch_s
+        return (self.rows - self.first_batch_rows) / span if span > 0 else 0.0
 
 
 def read_shard_batch(batch: pa.Table, limits: RowLimits) -> pa.Table:
@@ -100,6 +109,25 @@ def _start_ray(settings: Settings) -> bool:
 
     init_ray(settings)
     return True
+
+
+def _check_resources(options: BackfillOptions) -> None:
+    """Ray Data would wait forever for replicas the cluster cannot hold; say so instead."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus = options.replicas * options.num_cpus_per_replica + options.read_num_cpus
+    gpus = options.replicas * options.num_gpus_per_replica
+    if cpus > total.get("CPU", 0.0):
+        raise InputError(
+            f"{options.replicas} replicas x {options.num_cpus_per_replica} CPUs + {options.read_num_cpus} "
+            f"for reading need {cpus:g} CPUs; the Ray cluster has {total.get('CPU', 0.0):g}. "
+            "Lower --replicas or --num-cpus-per-replica."
+        )
+    if gpus > total.get("GPU", 0.0):
+        raise InputError(
+            f"{options.replicas} replicas need {gpus:g} GPUs; the Ray cluster has {total.get('GPU', 0.0):g}"
+        )
 
 
 def _dataset(
@@ -188,6 +216,7 @@ def run_backfill(
     writer = ParquetShardWriter(options.out)
     writer.remove_temporaries()
     started, done, rows_seen, stopped = time.perf_counter(), 0, 0, False
+    first_batch_s, first_batch_rows = 0.0, 0
     if pending:
         kafka = (
             KafkaVerdictPublisher(settings.kafka_bootstrap, options.to_kafka) if options.to_kafka else None
@@ -196,9 +225,12 @@ def run_backfill(
         bar = tqdm(total=sum(s.rows for s in pending), unit="row", disable=not options.progress)
         owns_ray = _start_ray(settings)
         try:
+            _check_resources(options)
             dataset = _dataset(pending, options, settings, policies, engine_factory)
             for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 bar.update(table.num_rows)
+                if not rows_seen:
+                    first_batch_s, first_batch_rows = time.perf_counter() - started, table.num_rows
                 rows_seen += table.num_rows
                 for shard, rows in collector.add(table):
                     _finish_shard(shard, rows, manifest, options, writer, kafka)
@@ -233,5 +265,7 @@ def run_backfill(
         rows=rows_seen,
         seconds=time.perf_counter() - started,
         stopped_early=stopped,
+        first_batch_s=first_batch_s,
+        first_batch_rows=first_batch_rows,
     )
     return manifest, stats

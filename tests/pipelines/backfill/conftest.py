@@ -48,3 +48,12 @@ def ray_local(settings: Settings) -> Iterator[None]:
     init_ray(settings, num_cpus=2)
     yield
     shutdown_ray()
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """The CLI configures structlog onto the test runner's stderr, which is closed after the test."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()

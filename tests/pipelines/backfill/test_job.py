@@ -1,0 +1,144 @@
+"""End to end on a real local Ray with the tiny guard: counts, bad rows, parity, resume, force."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.backfill.job import RunStats, run_backfill
+from pipelines.backfill.manifest import BackfillManifest, load_manifest
+from pipelines.backfill.plan import BackfillOptions
+from schemas.events import ConversationEvent
+from schemas.policy import TenantPolicy
+from schemas.taxonomy import Generation
+from tests.pipelines.backfill.archive import GeneratedArchive
+from workers.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _run(archive: GeneratedArchive, out: Path, settings: Settings, policies: Any, **update: Any) -> RunStats:
+    options = BackfillOptions(
+        inputs=(str(archive.root),), out=out, shard_rows=40, batch_size=16, progress=False
+    ).model_copy(update=update)
+    return run_backfill(options, settings, policies)[1]
+
+
+def _verdicts(out: Path) -> list[dict[str, Any]]:
+    rows = pq.read_table(out / "verdicts").to_pylist()
+    return sorted(rows, key=lambda r: r["event_id"])
+
+
+def _bad_rows(out: Path) -> set[tuple[str, str, int, str]]:
+    found = set()
+    for path in sorted((out / "errors").glob("shard-*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            where = ("line", row["line"]) if "line" in row else ("row", row["row"])
+            found.add((row["source"], *where, row["error_code"]))
+    return found
+
+
+def _key(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool, float, list[str]]]:
+    return [
+        (
+            r["event_id"],
+            str(r["tenant_id"]),
+            r["unsafe"],
+            round(r["score"], 6),
+            [c["code"] for c in r["categories"]],
+        )
+        for r in rows
+    ]
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    archive: GeneratedArchive, policies: dict[str, TenantPolicy], settings: Settings, tmp_path_factory: Any
+) -> Path:
+    out = tmp_path_factory.mktemp("backfill-full")
+    stats = _run(archive, out, settings, policies)
+    assert (stats.shards_skipped, stats.stopped_early) == (0, False)
+    return out
+
+
+def test_one_verdict_per_valid_row_partitioned_by_tenant(full_run: Path, archive: GeneratedArchive) -> None:
+    verdicts = _verdicts(full_run)
+    assert [v["event_id"] for v in verdicts] == sorted(e["event_id"] for e in archive.valid)
+    expected_tenant = {e["event_id"]: e["tenant_id"] for e in archive.valid}
+    assert all(str(v["tenant_id"]) == expected_tenant[v["event_id"]] for v in verdicts)
+    assert sorted(p.name for p in (full_run / "verdicts").iterdir()) == [
+        "tenant_id=acme",
+        "tenant_id=kidsplay",
+    ]
+    assert all(v["score"] is not None and v["model"] for v in verdicts)
+
+
+def test_every_bad_row_is_filed_with_its_file_and_line(full_run: Path, archive: GeneratedArchive) -> None:
+    assert _bad_rows(full_run) == set(archive.bad)
+    manifest = load_manifest(full_run)
+    assert manifest is not None
+    assert sum(manifest.state(s.shard_id).errors for s in manifest.shards) == len(archive.bad)
+
+
+def test_verdicts_equal_guardstream_moderate_on_the_same_events(
+    full_run: Path, archive: GeneratedArchive, policies: dict[str, TenantPolicy], settings: Settings
+) -> None:
+    """``moderate_events`` is what ``guardstream moderate`` runs: LocalEngine + workers.decision, no Ray."""
+    from pipelines.moderate import PolicyChoice, moderate_events
+    from workers.local_engine import LocalEngine
+
+    engine = LocalEngine(settings.models["default"], settings)
+    events = [ConversationEvent.model_validate(e) for e in archive.valid]
+    choice = PolicyChoice(list(policies.values()), None, None, Generation.LG3)
+    expected = {v.event_id: v for v in moderate_events(events, choice, engine)}
+    rows = _verdicts(full_run)
+    assert len(rows) == len(expected)
+    for row in rows:
+        want = expected[row["event_id"]]
+        assert row["unsafe"] == want.unsafe, row["event_id"]
+        assert row["score"] == pytest.approx(want.score, abs=1e-6), row["event_id"]
+        assert [c["code"] for c in row["categories"]] == [c.code for c in want.categories]
+        assert row["model"] == want.model
+
+
+def test_interrupted_backfill_resumes_to_the_same_output(
+    full_run: Path,
+    archive: GeneratedArchive,
+    policies: dict[str, TenantPolicy],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    stats = _run(archive, tmp_path, settings, policies, stop_after_shards=2)
+    assert (stats.shards_done, stats.stopped_early) == (2, True)
+    manifest = load_manifest(tmp_path)
+    assert manifest is not None and len(manifest.done()) == 2
+    partial = _verdicts(tmp_path)
+    assert len(partial) == sum(manifest.state(s.shard_id).verdicts for s in manifest.done())
+
+    resumed = _run(archive, tmp_path, settings, policies)
+    assert (resumed.shards_skipped, resumed.shards_done) == (2, stats.shards_total - 2)
+    final = _verdicts(tmp_path)
+    assert len({v["event_id"] for v in final}) == len(final) == len(archive.valid)
+    assert _key(final) == _key(_verdicts(full_run))
+    assert _bad_rows(tmp_path) == set(archive.bad)
+
+    again = _run(archive, tmp_path, settings, policies)
+    assert (again.shards_done, again.rows) == (0, 0)
+
+
+def test_force_recomputes_every_shard(
+    archive: GeneratedArchive, policies: dict[str, TenantPolicy], settings: Settings, tmp_path: Path
+) -> None:
+    _run(archive, tmp_path, settings, policies, stop_after_shards=1)
+    before: BackfillManifest | None = load_manifest(tmp_path)
+    assert before is not None
+    stats = _run(archive, tmp_path, settings, policies, force=True)
+    assert (stats.shards_skipped, stats.shards_done) == (0, stats.shards_total)
+    after = load_manifest(tmp_path)
+    assert after is not None and after.created_at > before.created_at
+    assert len(_verdicts(tmp_path)) == len(archive.valid)
