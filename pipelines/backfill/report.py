@@ -83,6 +83,8 @@ def write_charts(out: Path, summary: BackfillSummary, scores: dict[str, list[flo
     ax.bar(range(len(counts)), counts, color="#c0392b")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set(ylabel="unsafe verdicts", title="Unsafe verdicts per tenant and category")
+    if not counts:
+        ax.text(0.5, 0.5, "no unsafe verdicts", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
     fig.savefig(out / CATEGORIES, dpi=100)
     plt.close(fig)

@@ -23,7 +23,7 @@ from workers.decision import build_request, decide, error_verdict, side_skipped,
 from workers.engine import Engine
 from workers.errors import GuardstreamError, ScoringError
 from workers.intake import resolve_policy
-from workers.logging import get_logger
+from workers.logging import configure_logging, get_logger
 from workers.policies.base import PolicyLookup, PolicyStore
 from workers.settings import ModelSpec, Settings
 
@@ -65,6 +65,7 @@ class ScorerWorker:
         engine_factory: EngineFactory | None = None,
         torch_threads: int | None = None,
     ) -> None:
+        configure_logging(settings.log_format, settings.log_level)  # stderr: stdout is the command's
         if torch_threads:
             import torch
 
