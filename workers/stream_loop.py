@@ -104,6 +104,9 @@ class StreamLoop:
             isolation_level="read_committed",
             max_poll_records=max(settings.batch_size * 4, 64),
             fetch_max_wait_ms=100,
+            # A dead worker's partitions move after 10 s instead of the client default 45 s.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
         )
         self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
         self._paused = False
@@ -121,8 +124,8 @@ class StreamLoop:
             self._drain()
         finally:
             self._running = False
+            self._consumer.close(autocommit=False)  # its revoke callback still needs the sink
             self._out.close()
-            self._consumer.close(autocommit=False)
         stats = self.stats()
         log.info("stream_worker_stopped", **stats.model_dump())
         return stats
@@ -248,12 +251,17 @@ class StreamLoop:
             self._consumer.pause(*assigned)
             self._paused = True
             log.info("backpressure_paused", worker=self._worker_id, unreleased=self._out.unreleased)
-        elif self._paused and self._out.unreleased < limit // 2:
+        elif self._paused and self._out.unreleased <= limit // 2:
             self._consumer.resume(*assigned)
             self._paused = False
 
     def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Partitions leave: commit what is safe, drop their queued events (the next owner re-reads)."""
+        """Partitions leave: drop what was read from them; the next owner re-reads from the last commit.
+
+        Runs on kafka-python's IO thread, where blocking consumer calls (commit) are not allowed, so
+        nothing is finished here: outputs produced but not yet committed are produced again by the next
+        owner (at-least-once; ``event_id`` de-duplicates).
+        """
         lost = set(revoked)
         self._out.revoke(lost)
         self._batcher.discard(lambda item: item.tp not in lost)
@@ -277,7 +285,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop = loop
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._loop.on_revoked(list(revoked))
+        try:
+            self._loop.on_revoked(list(revoked))
+        except Exception:  # raising here would leave the group without a LeaveGroup: a 10 s stall
+            log.exception("partitions_revoked_failed", partitions=sorted(map(str, revoked)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions_assigned", partitions=sorted(map(str, assigned)))

@@ -81,6 +81,9 @@ class OutputStage:
         """Records polled whose offsets are not committable yet."""
         return self._ledger.in_flight()
 
+    def in_flight_of(self, tps: Iterable[TopicPartition]) -> int:
+        return sum(self._ledger.in_flight(tp) for tp in tps)
+
     @property
     def unreleased(self) -> int:
         """Records polled whose outputs are not produced yet (the backpressure measure)."""
@@ -106,12 +109,8 @@ class OutputStage:
         self._commit(force=True)
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
-        """Partitions leave this consumer: commit what is safe, forget the rest (the next owner re-reads)."""
-        lost = list(tps)
-        if not self.exactly_once:
-            self._take_deliveries()
-            self._commit(force=True)
-        self._ledger.revoke(lost)
+        """Partitions left this consumer: forget their records (the next owner re-reads the uncommitted)."""
+        self._ledger.revoke(tps)
 
     def close(self) -> None:
         self._sink.close()

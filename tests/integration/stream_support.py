@@ -30,14 +30,20 @@ def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, interv
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+TOPIC_PREFIX = "gs-e2e-"
+
+
 def isolated(base: Settings, **overrides: Any) -> Settings:
-    """``base`` with topics and consumer group of its own, so tests never see each other's records."""
-    uid = uuid.uuid4().hex[:10]
+    """``base`` with topics and consumer group of its own, so tests never see each other's records.
+
+    Every topic name starts with the consumer group's name, so ``delete_topics_of`` can remove them all.
+    """
+    group = f"{TOPIC_PREFIX}{uuid.uuid4().hex[:10]}"
     fields: dict[str, Any] = {
-        "input_topic": f"t-{uid}.in",
-        "verdict_topic": f"t-{uid}.verdicts",
-        "dlq_topic": f"t-{uid}.dlq",
-        "consumer_group": f"t-{uid}",
+        "input_topic": f"{group}.in",
+        "verdict_topic": f"{group}.verdicts",
+        "dlq_topic": f"{group}.dlq",
+        "consumer_group": group,
         "topic_partitions": 2,
         "stream_workers": 2,
         "batch_size": 8,
@@ -46,6 +52,22 @@ def isolated(base: Settings, **overrides: Any) -> Settings:
     }
     fields.update(overrides)
     return base.model_copy(update=fields)
+
+
+def delete_topics_of(settings: Settings) -> None:
+    """Remove the topics ``isolated`` named for this settings' group (best effort: never fails a test)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="guardstream-tests")
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(f"{settings.consumer_group}.")]
+        if mine:
+            admin.delete_topics(mine)
+    except KafkaError:
+        pass
+    finally:
+        admin.close()
 
 
 def event(tenant: str, conversation: str, event_id: str, text: str, reply: str | None = None) -> bytes:

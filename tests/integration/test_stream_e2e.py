@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from schemas.policy import Route, TenantPolicy
 from schemas.taxonomy import Category, Taxonomy
 from tests.integration.stream_support import (
     committed,
+    delete_topics_of,
     end_offsets,
     event,
     isolated,
@@ -60,6 +61,20 @@ def pools(ray_local: Any, stream_base: Settings) -> Iterator[ModelPools]:
 
 
 @pytest.fixture
+def isolate(stream_base: Settings) -> Iterator[Callable[..., Settings]]:
+    """Settings with this test's own topics and group (see ``isolated``); its topics are deleted after."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        made.append(isolated(stream_base, **overrides))
+        return made[-1]
+
+    yield make
+    for settings in made:
+        delete_topics_of(settings)
+
+
+@pytest.fixture
 def store(stream_base: Settings) -> Iterator[RedisPolicyStore]:
     with RedisPolicyStore(stream_base) as opened:
         yield opened
@@ -70,9 +85,11 @@ def tenant(name: str) -> str:
 
 
 def test_two_tenants_every_event_answered_exactly_once(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base, unknown_tenant="reject", max_turns=8, max_event_bytes=4096)
+    # One worker: no rebalance while records are in flight, so "exactly one" is deterministic (with several
+    # workers a rebalance may re-produce uncommitted verdicts: at-least-once, de-duplicated by event_id).
+    settings = isolate(stream_workers=1, unknown_tenant="reject", max_turns=8, max_event_bytes=4096)
     kids_topic = f"{settings.input_topic}.kids"
     acme, kids = tenant("acme"), tenant("kids")
     store.put(TenantPolicy(tenant_id=acme, threshold=0.5, category_thresholds={"S1": 0.0}))
@@ -144,9 +161,9 @@ def test_two_tenants_every_event_answered_exactly_once(
 
 
 def test_policy_change_visible_within_two_seconds(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base, stream_workers=1)
+    settings = isolate(stream_workers=1)
     acme = tenant("acme")
     first = store.put(TenantPolicy(tenant_id=acme, threshold=0.5))
     with reading(settings, [settings.verdict_topic]) as reader, streaming(settings, pools):
@@ -169,9 +186,9 @@ def test_policy_change_visible_within_two_seconds(
 
 
 def test_killing_a_replica_mid_stream_loses_nothing(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base, batch_size=4)
+    settings = isolate(batch_size=4)
     acme = tenant("acme")
     store.put(TenantPolicy(tenant_id=acme))
     records = [keyed(acme, f"c{i % 7}", event(acme, f"c{i % 7}", f"e{i}", f"message {i}")) for i in range(80)]
@@ -183,17 +200,16 @@ def test_killing_a_replica_mid_stream_loses_nothing(
         report = running.stop()
         out = reader.read()
     ids = out.event_ids(settings.verdict_topic)
-    assert sorted(set(ids)) == sorted(f"e{i}" for i in range(80))
-    assert len(ids) == len(records), Counter(ids).most_common(3)
+    assert sorted(set(ids)) == sorted(f"e{i}" for i in range(80))  # nothing lost (re-deliveries allowed)
     assert all(v["error"] is None for v in out.on(settings.verdict_topic))
     assert report.scoring_errors == 0
     assert committed(settings) == end_offsets(settings)
 
 
 def test_restart_resumes_from_committed_offsets(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base)
+    settings = isolate()
     acme = tenant("acme")
     store.put(TenantPolicy(tenant_id=acme))
     batch = [keyed(acme, f"c{i % 5}", event(acme, f"c{i % 5}", f"e{i:03d}", f"text {i}")) for i in range(40)]
@@ -214,9 +230,9 @@ def _ids(records: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 def test_scoring_failure_follows_each_tenants_on_error(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base, stream_workers=1)
+    settings = isolate(stream_workers=1)
     closed, opened, lettered = tenant("closed"), tenant("open"), tenant("letter")
     nowhere = Route(model="no-such-pool")
     store.put(TenantPolicy(tenant_id=closed, route=nowhere, on_error="fail-closed"))
@@ -234,9 +250,9 @@ def test_scoring_failure_follows_each_tenants_on_error(
 
 
 def test_exactly_once_commits_verdicts_and_offsets_together(
-    stream_base: Settings, pools: ModelPools, store: RedisPolicyStore
+    isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    settings = isolated(stream_base, exactly_once=True)
+    settings = isolate(exactly_once=True)
     acme = tenant("acme")
     store.put(TenantPolicy(tenant_id=acme))
     records = [keyed(acme, f"c{i % 3}", event(acme, f"c{i % 3}", f"e{i}", f"text {i}")) for i in range(24)]

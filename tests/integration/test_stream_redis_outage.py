@@ -14,7 +14,15 @@ import pytest
 
 from schemas.policy import TenantPolicy
 from tests.helpers.redis_server import RedisServer, redis_server
-from tests.integration.stream_support import event, isolated, keyed, produce, reading, streaming
+from tests.integration.stream_support import (
+    delete_topics_of,
+    event,
+    isolated,
+    keyed,
+    produce,
+    reading,
+    streaming,
+)
 from workers.policies.redis_store import RedisPolicyStore
 from workers.pool import ModelPools
 from workers.settings import ModelSpec, Settings
@@ -29,9 +37,11 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def outage_settings(settings: Settings, tiny_guard_path: Path, private_redis: RedisServer) -> Settings:
+def outage_settings(
+    settings: Settings, tiny_guard_path: Path, private_redis: RedisServer
+) -> Iterator[Settings]:
     models = {"default": ModelSpec(path=tiny_guard_path, replicas=1, num_cpus=0.25)}
-    return isolated(
+    made = isolated(
         settings,
         models=models,
         device="cpu",
@@ -41,6 +51,8 @@ def outage_settings(settings: Settings, tiny_guard_path: Path, private_redis: Re
         redis_timeout_s=0.5,
         policy_refresh_s=0.5,
     )
+    yield made
+    delete_topics_of(made)
 
 
 def test_stream_keeps_going_on_cached_policies_while_redis_is_down(
