@@ -31,7 +31,8 @@ BEAVERTAILS_LG3: Mapping[str, tuple[str, ...]] = {
     "violence,aiding_and_abetting,incitement": ("S1",),
 }
 
-# XSTest unsafe prompts are the contrast_* types; only two of them name one harm clearly.
+# XSTest unsafe prompts are the contrast_* types; two name one harm (discrimination, privacy), the other six
+# are mostly requests to kill, injure, bomb or rob, so they go to S1 (a few robberies would be S2).
 XSTEST_LG3: Mapping[str, tuple[str, ...]] = {
     "contrast_discr": ("S10",),
     "contrast_privacy": ("S7",),
@@ -39,8 +40,8 @@ XSTEST_LG3: Mapping[str, tuple[str, ...]] = {
     "contrast_figurative_language": ("S1",),
     "contrast_safe_targets": ("S1",),
     "contrast_historical_events": ("S1",),
-    "contrast_safe_contexts": (),
-    "contrast_definitions": (),
+    "contrast_safe_contexts": ("S1",),
+    "contrast_definitions": ("S1",),
 }
 
 HARMBENCH_LG3: Mapping[str, tuple[str, ...]] = {

@@ -9,25 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pipelines.eval_metrics import BinaryMetrics, PRCurve
 
 
-class ScorerReport(BaseModel):
-    """Every figure for one scorer (a guard model or a baseline) on one dataset."""
-
-    model_config = ConfigDict(frozen=True)
+class ScorerReport(BinaryMetrics):
+    """Every figure for one scorer (a guard model or a baseline) on one dataset: overall ones inherited."""
 
     name: str
-    auprc: float | None
-    precision: float
-    recall: float
-    f1: float
-    threshold: float
-    rows: int
-    positives: int
-    positive_rate: float
     per_category: dict[str, BinaryMetrics] = Field(default_factory=dict)
     seconds: float = 0.0
 

