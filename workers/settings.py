@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     score_batch_tokens: int = Field(
         default=4096,
         ge=64,
-        description="Padded suffix tokens per scoring forward (rows x longest row); bounds memory and padding.",
+        description="Padded suffix tokens per scoring forward (rows x longest row): bounds memory, padding.",
     )
 
     # --- logging --------------------------------------------------------------------------------------
