@@ -12,6 +12,16 @@ from typing import Any
 import structlog
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on whatever ``sys.stderr`` is *now*, looked up each time a logger is made.
+
+    Binding the stream at configure time breaks as soon as someone swaps ``sys.stderr`` and closes the old
+    one (test and CLI runners capturing output): every later line would raise ``I/O operation on closed
+    file`` inside the code that logged it.
+    """
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """Route structlog to stderr; stdout is reserved for command output (verdicts, prompts, tables)."""
     renderer: Any = (
@@ -27,7 +37,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

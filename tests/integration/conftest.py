@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from infra.local import InfraStatus, up
-from infra.ray_runtime import init_ray
 from workers.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -49,13 +48,8 @@ def redis_url(settings: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local(settings: Settings) -> Iterator[None]:
-    """A local Ray with 2 CPUs for the whole run (or the cluster named by GUARDSTREAM_RAY_ADDRESS)."""
-    import ray
-
-    init_ray(settings, num_cpus=2)
-    yield
-    ray.shutdown()
+def ray_local(settings: Settings, ray_session: None) -> None:
+    """The run's local Ray (``ray_session``), once the services are up."""
 
 
 @pytest.fixture

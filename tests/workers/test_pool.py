@@ -17,8 +17,7 @@ from workers.settings import ModelSpec, Settings
 
 
 @pytest.fixture(scope="module")
-def pools(tiny_guard_path: Path) -> Iterator[ModelPools]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def pools(tiny_guard_path: Path, ray_session: None) -> Iterator[ModelPools]:
     models = {
         "default": ModelSpec(path=tiny_guard_path, replicas=2, num_cpus=0.25),
         "small": ModelSpec(path=tiny_guard_path, replicas=1, num_cpus=0.25),
@@ -28,7 +27,6 @@ def pools(tiny_guard_path: Path) -> Iterator[ModelPools]:
     started = ModelPools.start(settings, ready_timeout_s=300)
     yield started
     started.shutdown()
-    ray.shutdown()
 
 
 @ray.remote(num_cpus=0.1)

@@ -9,19 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import ray
 
 from tests.helpers.score_requests import assert_same_scores, cpu_settings, in_process_scores, make_requests
 from workers.engine import ScoreResult
 from workers.replica import start_replica
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @contextmanager
@@ -35,7 +27,7 @@ def running_replica(model_path: Path, **overrides: Any) -> Iterator[Any]:
         ray.kill(replica)
 
 
-def test_replica_scores_like_the_in_process_engine(ray_cluster: None, tiny_guard_path: Path) -> None:
+def test_replica_scores_like_the_in_process_engine(ray_session: None, tiny_guard_path: Path) -> None:
     requests = make_requests(6)
     with running_replica(tiny_guard_path) as replica:
         results = ray.get(replica.score.remote(requests), timeout=120)
@@ -45,7 +37,7 @@ def test_replica_scores_like_the_in_process_engine(ray_cluster: None, tiny_guard
         assert ray.get(replica.model_name.remote())
 
 
-def test_calls_from_two_callers_share_forward_batches(ray_cluster: None, tiny_guard_path: Path) -> None:
+def test_calls_from_two_callers_share_forward_batches(ray_session: None, tiny_guard_path: Path) -> None:
     with running_replica(tiny_guard_path, replica_batch_wait_ms=200, replica_max_batch=64) as replica:
         barrier = threading.Barrier(2)
         answers: dict[str, list[ScoreResult]] = {}
@@ -66,7 +58,7 @@ def test_calls_from_two_callers_share_forward_batches(ray_cluster: None, tiny_gu
         assert sorted(answers) == ["a", "b"] and all(len(v) == 6 for v in answers.values())
 
 
-def test_killed_replica_loses_no_request(ray_cluster: None, tiny_guard_path: Path) -> None:
+def test_killed_replica_loses_no_request(ray_session: None, tiny_guard_path: Path) -> None:
     with running_replica(tiny_guard_path, replica_max_batch=4, replica_batch_wait_ms=0) as replica:
         batches = [make_requests(4, f"b{k}-") for k in range(8)]
         refs = [replica.score.remote(batch) for batch in batches]

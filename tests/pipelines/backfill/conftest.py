@@ -41,13 +41,8 @@ def settings(tiny_guard_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ray_local(settings: Settings) -> Iterator[None]:
-    """One local Ray for all backfill tests (a start costs seconds); shut down at the end."""
-    from infra.ray_runtime import init_ray, shutdown_ray
-
-    init_ray(settings, num_cpus=2)
-    yield
-    shutdown_ray()
+def ray_local(ray_session: None) -> None:
+    """The run's local Ray (``ray_session``)."""
 
 
 @pytest.fixture(autouse=True)
