@@ -125,6 +125,11 @@ class OffsetLedger(Generic[TP, T]):
         for tp in tps:
             self._parts.pop(tp, None)
 
+    def first_unacked(self, tp: TP) -> int | None:
+        """Offset of the partition's earliest record whose output is not acknowledged (None: all are)."""
+        part = self._parts.get(tp)
+        return part.slots[0].offset if part is not None and part.slots else None
+
     def in_flight(self, tp: TP | None = None) -> int:
         """Records tracked but not yet acked, for one partition or all."""
         parts = [self._parts.get(tp)] if tp is not None else list(self._parts.values())

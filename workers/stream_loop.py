@@ -107,9 +107,13 @@ class StreamLoop:
             # A dead worker's partitions move after 10 s instead of the client default 45 s.
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
+            # A consumer that joins before a just-created topic reaches the broker's metadata gets no
+            # partitions until its next metadata refresh; the client default (5 min) would stall it that long.
+            metadata_max_age_ms=5_000,
         )
         self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
         self._paused = False
+        self._reread_from: dict[TopicPartition, int] = {}
         self._last_record = time.monotonic()
         self._running = False
         self._counts = {"consumed": 0, "scoring_errors": 0, "batches": 0}
@@ -263,10 +267,26 @@ class StreamLoop:
         owner (at-least-once; ``event_id`` de-duplicates).
         """
         lost = set(revoked)
+        self._reread_from = {tp: off for tp in lost if (off := self._out.first_unacked(tp)) is not None}
         self._out.revoke(lost)
         self._batcher.discard(lambda item: item.tp not in lost)
         self._paused = False
         log.info("partitions_revoked", worker=self._worker_id, partitions=sorted(map(str, lost)))
+
+    def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Partitions arrive. One this consumer owned before the rebalance keeps its fetch position
+        (kafka-python 3 preserves it), but ``on_revoked`` dropped the records read from it whose outputs
+        were not acknowledged: seek back to the first of them, or they would be skipped and lost.
+
+        Also on kafka-python's IO thread; ``seek`` only sets the next fetch position, it never blocks.
+        """
+        for tp in assigned:
+            offset = self._reread_from.get(tp)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+                log.info("partition_reread", worker=self._worker_id, partition=str(tp), offset=offset)
+        self._reread_from = {}
+        log.info("partitions_assigned", worker=self._worker_id, partitions=sorted(map(str, assigned)))
 
     def _rewind(self) -> None:
         """After an aborted transaction: drop all work and re-read every partition from its commit."""
@@ -291,4 +311,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             log.exception("partitions_revoked_failed", partitions=sorted(map(str, revoked)))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions_assigned", partitions=sorted(map(str, assigned)))
+        # Not swallowed: a partition that could not be rewound would skip records. poll() raises it, the
+        # worker rebuilds its consumer and re-reads from the committed offsets; a stall, never a loss.
+        self._loop.on_assigned(list(assigned))

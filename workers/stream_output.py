@@ -108,6 +108,10 @@ class OutputStage:
         self._take_deliveries()
         self._commit(force=True)
 
+    def first_unacked(self, tp: TopicPartition) -> int | None:
+        """Where this partition must be re-read from if it comes back to this consumer."""
+        return self._ledger.first_unacked(tp)
+
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions left this consumer: forget their records (the next owner re-reads the uncommitted)."""
         self._ledger.revoke(tps)

@@ -82,6 +82,21 @@ def test_revoked_partition_outputs_are_ignored() -> None:
     assert led.releasable() == [] and led.committable() == {} and led.partitions() == []
 
 
+def test_first_unacked_is_where_a_returning_partition_rereads() -> None:
+    led = ledger(10, 11, 12)
+    assert led.first_unacked(A) == 10 and led.first_unacked(B) is None
+    for offset in (10, 11):
+        led.complete(A, offset, "v")
+    led.releasable()
+    led.ack(A, 10)
+    assert led.first_unacked(A) == 11  # 10's verdict is on the broker; 11 and 12 are not
+    led.ack(A, 11)
+    led.complete(A, 12, "v")
+    led.releasable()
+    led.ack(A, 12)
+    assert led.first_unacked(A) is None
+
+
 def test_transaction_positions_then_ack_released() -> None:
     led = ledger(1, 2, 3)
     led.complete(A, 1, "a")

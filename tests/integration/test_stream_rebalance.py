@@ -1,0 +1,127 @@
+"""A rebalance that hands a partition straight back to its consumer must not skip the records in flight.
+
+kafka-python 3 keeps a partition's fetch position when the same consumer is assigned it again, but the
+worker drops its unanswered records on revoke. Unless it seeks back to the first unacknowledged one they
+are never read again: lost verdicts, and offsets committed past them. Scoring is slowed down so that
+records are surely in flight when a second group member joins and forces the rebalance.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer
+
+from schemas.policy import TenantPolicy
+from tests.integration.stream_support import (
+    committed,
+    delete_topics_of,
+    end_offsets,
+    event,
+    isolated,
+    keyed,
+    produce,
+    reading,
+    start_in_thread,
+)
+from workers.engine import Engine, ScoreRequest, ScoreResult
+from workers.policies.redis_store import RedisPolicyStore
+from workers.pool import ModelPools
+from workers.settings import ModelSpec, Settings
+from workers.sinks import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 24
+SLOW_S = 1.5
+
+
+class SlowEngine:
+    """The tiny guard, one and a half seconds per call: batches stay in flight across a rebalance."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+        from workers.local_engine import LocalEngine
+
+        self._inner = LocalEngine(spec, settings)
+
+    @property
+    def model_name(self) -> str:
+        return self._inner.model_name
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        time.sleep(SLOW_S)
+        return self._inner.score(requests)
+
+
+def slow_engine(spec: ModelSpec, settings: Settings) -> Engine:
+    return SlowEngine(spec, settings)
+
+
+@pytest.fixture
+def mine(settings: Settings, tiny_guard_path: Path) -> Iterator[Settings]:
+    models = {"default": ModelSpec(path=tiny_guard_path, replicas=1, num_cpus=0.25)}
+    isolated_settings = isolated(
+        settings,
+        models=models,
+        device="cpu",
+        worker_num_cpus=0.1,
+        topic_partitions=1,
+        stream_workers=1,
+        batch_size=4,
+        replica_max_batch=4,
+    )
+    yield isolated_settings
+    delete_topics_of(isolated_settings)
+
+
+def _join_group(settings: Settings) -> KafkaConsumer:
+    """A second member of the stream's group (on a topic of its own): the group must rebalance."""
+    other = f"{settings.consumer_group}.other"
+    ensure_topics(settings, [other])
+    joiner = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
+    joiner.subscribe([other])
+    deadline = time.monotonic() + 60
+    while not joiner.assignment() and time.monotonic() < deadline:
+        joiner.poll(timeout_ms=200)
+    assert joiner.assignment(), "the second member never joined the group"
+    return joiner
+
+
+def test_partition_kept_through_a_rebalance_rereads_what_was_in_flight(
+    mine: Settings, ray_local: Any
+) -> None:
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    with RedisPolicyStore(mine) as store:
+        store.put(TenantPolicy(tenant_id=tenant))
+    pools = ModelPools.start(mine, ready_timeout_s=300, engine_factory=slow_engine)
+    try:
+        produce(
+            mine,
+            [
+                keyed(tenant, f"c{i % 3}", event(tenant, f"c{i % 3}", f"e{i}", f"hi {i}"))
+                for i in range(EVENTS)
+            ],
+        )
+        running = start_in_thread(mine, pools)
+        with reading(mine, [mine.verdict_topic]) as reader:
+            reader.until(lambda o: len(o.records) >= 1, timeout_s=120, what="the first verdict")
+            joiner = _join_group(mine)  # the worker revokes its partition mid-flight and gets it back
+            try:
+                out = reader.until(
+                    lambda o: len(set(o.event_ids(mine.verdict_topic))) >= EVENTS,
+                    timeout_s=120,
+                    what=f"a verdict for each of the {EVENTS} events",
+                )
+            finally:
+                joiner.close()
+            report = running.stop()
+        assert set(out.event_ids(mine.verdict_topic)) == {f"e{i}" for i in range(EVENTS)}
+        assert report.in_flight == 0
+        assert committed(mine) == end_offsets(mine)
+    finally:
+        pools.shutdown()
