@@ -178,10 +178,13 @@ def stream_command(
         settings = settings.model_copy(update={"stream_workers": workers})
     configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()
-    with user_errors(), stop_on_signals(stop):
+    with user_errors():
+        # Ray installs its own SIGTERM handler in ray.init (exit at once); ours goes on top of it so that a
+        # container stop drains instead of dropping in-flight work.
         init_ray(settings)
         try:
-            report = run_stream(settings, stop=stop, max_events=max_events, idle_exit_s=idle_exit)
+            with stop_on_signals(stop):
+                report = run_stream(settings, stop=stop, max_events=max_events, idle_exit_s=idle_exit)
         finally:
             shutdown_ray()
     typer.echo(report.model_dump_json(exclude={"workers"}))
