@@ -31,3 +31,7 @@ class PolicyStoreUnavailable(GuardstreamError):
 
 class InputError(GuardstreamError):
     """Input a user gave us is malformed (bad JSON, schema violation, unreadable file)."""
+
+
+class ConsumerStuckError(GuardstreamError):
+    """The Kafka consumer left its partitions in a rebalance and never got an assignment back."""

@@ -31,6 +31,7 @@ from schemas.events import ConversationEvent
 from schemas.verdicts import DeadLetter, DeadLetterCode
 from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
 from workers.engine import ScoreRequest, ScoreResult
+from workers.errors import ConsumerStuckError
 from workers.intake import Source, dead_letter, parse_record, resolve_policy
 from workers.logging import get_logger
 from workers.microbatch import MicroBatcher
@@ -84,6 +85,13 @@ class WorkerStats(BaseModel):
     running: bool = False
 
 
+SESSION_TIMEOUT_MS = 10_000
+"""A dead worker's partitions move after 10 s instead of the client default 45 s."""
+
+REJOIN_TIMEOUT_S = 3 * SESSION_TIMEOUT_MS / 1000
+"""A rebalance this consumer is in must end within this; else the consumer is rebuilt (``_check_rejoin``)."""
+
+
 class StreamLoop:
     """Runs until ``stop`` is set, then drains: finish in-flight work, produce, commit, close."""
 
@@ -104,8 +112,7 @@ class StreamLoop:
             isolation_level="read_committed",
             max_poll_records=max(settings.batch_size * 4, 64),
             fetch_max_wait_ms=100,
-            # A dead worker's partitions move after 10 s instead of the client default 45 s.
-            session_timeout_ms=10_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=2_000,
             # A consumer that joins before a just-created topic reaches the broker's metadata gets no
             # partitions until its next metadata refresh; the client default (5 min) would stall it that long.
@@ -114,6 +121,7 @@ class StreamLoop:
         self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
         self._paused = False
         self._reread_from: dict[TopicPartition, int] = {}
+        self._rebalancing_since: float | None = None
         self._last_record = time.monotonic()
         self._running = False
         self._counts = {"consumed": 0, "scoring_errors": 0, "batches": 0}
@@ -128,11 +136,21 @@ class StreamLoop:
             self._drain()
         finally:
             self._running = False
-            self._consumer.close(autocommit=False)  # its revoke callback still needs the sink
+            self._close_consumer()  # before the sink: its revoke callback still needs the sink
             self._out.close()
         stats = self.stats()
         log.info("stream_worker_stopped", **stats.model_dump())
         return stats
+
+    def _close_consumer(self, timeout_s: float = 15.0) -> None:
+        """Close the consumer (leave the group), but never wait forever on a client that is wedged."""
+        closer = threading.Thread(
+            target=self._consumer.close, kwargs={"autocommit": False}, name="consumer-close", daemon=True
+        )
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            log.warning("consumer_close_timeout", worker=self._worker_id, timeout_s=timeout_s)
 
     def stats(self) -> WorkerStats:
         return WorkerStats(
@@ -153,6 +171,7 @@ class StreamLoop:
         for model, items in self._batcher.due(force=not poll):
             self._submit(model, items)
         if poll:
+            self._check_rejoin()
             self._backpressure()
             busy = self._scoring.pending or self._out.unreleased
             due = self._batcher.next_due_in()
@@ -162,6 +181,21 @@ class StreamLoop:
             self._scoring.wait(0.02)
         else:
             time.sleep(0.005)
+
+    def _check_rejoin(self) -> None:
+        """Raise if a rebalance this consumer started never finished.
+
+        Seen with kafka-python 3: right after a first join, a rejoin's answer is never processed; the client
+        stops heartbeating and the member sits without partitions forever. Raising makes the worker close
+        this consumer and start a fresh one (``StreamWorkerImpl``), which rejoins and re-reads from the
+        committed offsets; nothing was committed past an unanswered record, so nothing is lost.
+        """
+        since = self._rebalancing_since
+        if since is not None and time.monotonic() - since > REJOIN_TIMEOUT_S:
+            raise ConsumerStuckError(
+                f"consumer of {self._settings.input_topic} has been rejoining group "
+                f"{self._settings.consumer_group} for over {REJOIN_TIMEOUT_S:g}s; rebuilding it"
+            )
 
     def _drain(self) -> None:
         """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``."""
@@ -267,6 +301,7 @@ class StreamLoop:
         owner (at-least-once; ``event_id`` de-duplicates).
         """
         lost = set(revoked)
+        self._rebalancing_since = time.monotonic()
         self._reread_from = {tp: off for tp in lost if (off := self._out.first_unacked(tp)) is not None}
         self._out.revoke(lost)
         self._batcher.discard(lambda item: item.tp not in lost)
@@ -286,6 +321,7 @@ class StreamLoop:
                 self._consumer.seek(tp, offset)
                 log.info("partition_reread", worker=self._worker_id, partition=str(tp), offset=offset)
         self._reread_from = {}
+        self._rebalancing_since = None
         log.info("partitions_assigned", worker=self._worker_id, partitions=sorted(map(str, assigned)))
 
     def _rewind(self) -> None:

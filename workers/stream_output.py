@@ -33,6 +33,9 @@ log = get_logger(__name__)
 
 Body = Verdict | DeadLetter
 
+COMMIT_TIMEOUT_MS = 10_000
+"""A commit not answered by then is retried at the next interval (its positions stay committable)."""
+
 
 class OutputStage:
     """Ledger + sink + commits for one consumer; used from the worker loop's thread only."""
@@ -171,7 +174,8 @@ class OutputStage:
             return
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
         try:
-            self._consumer.commit(offsets=offsets)
+            # Bounded: a commit waiting on a rebalance must not block the loop whose polls drive it.
+            self._consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
             log.warning("commit_failed", worker=self._worker_id, error=str(exc))
             return

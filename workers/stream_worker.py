@@ -34,6 +34,8 @@ class StreamWorkerImpl:
         self._stop = threading.Event()
         self._loop: StreamLoop | None = None
         self._final: WorkerStats | None = None
+        self._earlier = WorkerStats(worker_id=worker_id)
+        """Counters of loops that failed and were rebuilt, so a report covers the worker's whole life."""
         self._thread = threading.Thread(target=self._run, name=f"stream-{worker_id}", daemon=True)
         self._thread.start()
 
@@ -45,9 +47,12 @@ class StreamWorkerImpl:
             while not self._stop.is_set():
                 try:
                     self._loop = StreamLoop(self._settings, self._pools, store, worker_id=self._worker_id)
-                    self._final = self._loop.run(self._stop)
+                    self._final = combined(self._earlier, self._loop.run(self._stop))
                 except Exception:
                     log.exception("stream_loop_failed_restarting", worker=self._worker_id)
+                    if self._loop is not None:
+                        self._earlier = combined(self._earlier, self._loop.stats())
+                        self._loop = None
                     self._stop.wait(RESTART_BACKOFF_S)
         finally:
             store.close()
@@ -60,8 +65,8 @@ class StreamWorkerImpl:
         if self._final is not None and not self._thread.is_alive():
             return self._final.model_dump()
         if self._loop is None:
-            return WorkerStats(worker_id=self._worker_id).model_dump()
-        return self._loop.stats().model_dump()
+            return self._earlier.model_dump()
+        return combined(self._earlier, self._loop.stats()).model_dump()
 
     def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Stop polling, finish in-flight batches, produce, commit, leave the group; returns final stats."""
@@ -72,6 +77,14 @@ class StreamWorkerImpl:
         return self.stats()
 
     stop = drain
+
+
+def combined(earlier: WorkerStats, current: WorkerStats) -> WorkerStats:
+    """``current`` with the counters of the loops before it added (a rebuilt loop starts from zero)."""
+    counters = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches")
+    update = {name: getattr(earlier, name) + getattr(current, name) for name in counters}
+    update["committed"] = {**earlier.committed, **current.committed}
+    return current.model_copy(update=update)
 
 
 def stream_worker_class(settings: Settings) -> Any:

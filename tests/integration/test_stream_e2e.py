@@ -87,8 +87,7 @@ def tenant(name: str) -> str:
 def test_two_tenants_every_event_answered_exactly_once(
     isolate: Callable[..., Settings], pools: ModelPools, store: RedisPolicyStore
 ) -> None:
-    # One worker: no rebalance while records are in flight, so "exactly one" is deterministic (with several
-    # workers a rebalance may re-produce uncommitted verdicts: at-least-once, de-duplicated by event_id).
+    # One worker: no rebalance between workers while records are in flight.
     settings = isolate(stream_workers=1, unknown_tenant="reject", max_turns=8, max_event_bytes=4096)
     kids_topic = f"{settings.input_topic}.kids"
     acme, kids = tenant("acme"), tenant("kids")
@@ -129,11 +128,18 @@ def test_two_tenants_every_event_answered_exactly_once(
         report = running.stop()
         outputs = reader.read()
 
-    # Exactly one output per input record, each on the right topic.
-    assert report.consumed == len(sent) and report.scoring_errors == 0
+    # One output per input record, each on the right topic. Delivery is at-least-once: if the consumer is
+    # rebuilt (a stuck rejoin, see StreamLoop._check_rejoin) uncommitted records are answered again, so
+    # an event may repeat its verdict, never change it or miss it.
+    assert report.consumed >= len(sent) and report.scoring_errors == 0
     acme_ids, kids_ids = outputs.event_ids(settings.verdict_topic), outputs.event_ids(kids_topic)
-    assert Counter(acme_ids) == Counter(v for v in _ids(valid) if v.startswith(acme))
-    assert Counter(kids_ids) == Counter(v for v in _ids(valid) if v.startswith(kids))
+    assert set(acme_ids) == {v for v in _ids(valid) if v.startswith(acme)}
+    assert set(kids_ids) == {v for v in _ids(valid) if v.startswith(kids)}
+    for topic in (settings.verdict_topic, kids_topic):
+        answers: dict[str, tuple[bool, float]] = {}
+        for verdict in outputs.on(topic):
+            answer = (verdict["unsafe"], verdict["score"])
+            assert answers.setdefault(verdict["event_id"], answer) == answer, "a repeat changed a verdict"
     # Each tenant's threshold and taxonomy (forced category listed with its own name and a score).
     for verdict in outputs.on(settings.verdict_topic):
         assert verdict["threshold"] == 0.5 and verdict["tenant_id"] == acme and verdict["error"] is None
@@ -147,11 +153,11 @@ def test_two_tenants_every_event_answered_exactly_once(
     # Per-conversation order survives (same key -> same partition -> released in offset order).
     for topic in (settings.verdict_topic, kids_topic):
         for prefix in {i.rsplit("-", 1)[0] for i in outputs.event_ids(topic)}:
-            turns = [i for i in outputs.event_ids(topic) if i.rsplit("-", 1)[0] == prefix]
+            turns = list(dict.fromkeys(i for i in outputs.event_ids(topic) if i.rsplit("-", 1)[0] == prefix))
             assert turns == sorted(turns), turns
-    # Every bad record: exactly one dead letter with its code, reason and source offset.
+    # Every bad record: a dead letter with its code, reason and source offset.
     letters = outputs.on(settings.dlq_topic)
-    assert len(letters) == len(bad)
+    assert {(x["source_partition"], x["source_offset"]) for x in letters} == set(sources)
     for letter in letters:
         where = (letter["source_partition"], letter["source_offset"])
         assert letter["error_code"] == sources[where], letter
@@ -215,14 +221,28 @@ def test_restart_resumes_from_committed_offsets(
     batch = [keyed(acme, f"c{i % 5}", event(acme, f"c{i % 5}", f"e{i:03d}", f"text {i}")) for i in range(40)]
     produce(settings, batch[:20])
     first = run_stream(settings, pools=pools, max_events=20)
-    assert first.consumed == 20 and first.stopped_by == "max-events"
+    assert first.stopped_by == "max-events" and first.verdicts >= 20
     assert committed(settings) == end_offsets(settings)
+    with reading(settings, [settings.verdict_topic]) as reader:
+        out = reader.until(
+            lambda o: len(set(o.event_ids(settings.verdict_topic))) >= 20, timeout_s=30, what="20"
+        )
+        before = Counter(partition for _, partition, _, _ in out.records)
     produce(settings, batch[20:])
     second = run_stream(settings, pools=pools, max_events=20)
-    assert second.consumed == 20, "a restart re-read committed records or skipped some"
+    assert second.stopped_by == "max-events"
     with reading(settings, [settings.verdict_topic]) as reader:
-        out = reader.until(lambda o: len(o.records) >= 40, timeout_s=30, what="40 verdicts")
-    assert sorted(out.event_ids(settings.verdict_topic)) == [f"e{i:03d}" for i in range(40)]
+        out = reader.until(
+            lambda o: len(set(o.event_ids(settings.verdict_topic))) >= 40, timeout_s=30, what="40"
+        )
+    assert set(out.event_ids(settings.verdict_topic)) == {f"e{i:03d}" for i in range(40)}
+    seen: Counter[int] = Counter()
+    after_restart = []
+    for _, partition, _, verdict in out.records:
+        seen[partition] += 1
+        if seen[partition] > before[partition]:
+            after_restart.append(verdict["event_id"])
+    assert min(after_restart) == "e020", "a restarted stream re-read records committed before it stopped"
 
 
 def _ids(records: list[tuple[bytes, bytes]]) -> list[str]:
