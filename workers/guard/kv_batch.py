@@ -1,11 +1,13 @@
 """The tensor mechanics of scoring: one forward per event on top of a shared prefix, then greedy codes.
 
-A batch is a set of token suffixes that all continue the same prefix (whose keys/values are cached). The
-suffixes are right-padded, so each real token only ever attends to the prefix and to earlier real tokens
-of its own row; pads sit after them and are masked for everything that follows. Positions are explicit
-(``prefix_len + t``), so RoPE sees the same positions as a full-prompt forward, and the causal mask comes
-from the cache slot order, which matches. Only each row's last real position goes through ``lm_head``:
-the vocabulary projection is ~25% of a small model's compute per position and we need one per row.
+A batch is a set of token suffixes, each continuing its own cached prefix (rows of different tenants and
+sides share one forward: their prefixes sit in the same slots, shorter ones padded with masked slots).
+The suffixes are right-padded, so each real token only ever attends to its prefix and to earlier real
+tokens of its own row; pads sit after them and are masked for everything that follows. Positions are
+explicit (``len(prefix) + t``), so RoPE sees the same positions as a full-prompt forward, and the causal
+mask comes from the cache slot order, which matches. Only each row's last real position goes through
+``lm_head``: the vocabulary projection is ~25% of a small model's compute per position and we need one per
+row.
 
 Greedy decoding continues from the same cache: the pads stay masked, each row's new token gets position
 ``prefix_len + len(row)``, so the continuation equals ``generate`` on that row's full prompt.
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from workers.guard.prefix_cache import KV, PrefixEntry
+from workers.guard.prefix_cache import PrefixEntry
 
 
 def _decoder(model: Any) -> Any:
@@ -42,7 +44,7 @@ class BatchState:
 
     cache: DynamicCache
     mask: torch.Tensor
-    """``[rows, cache_len]``: 1 for the prefix and real tokens, 0 for pads."""
+    """``[rows, cache_len]``: 1 for each row's prefix and real tokens, 0 for padding slots."""
     next_pos: torch.Tensor
     """``[rows]``: position id of each row's next token (prefix length + real suffix length)."""
 
@@ -51,28 +53,92 @@ class BatchState:
         return BatchState(self.cache, self.mask[rows], self.next_pos[rows])
 
 
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[misc, union-attr]
+
+
+def merge_states(model: Any, states: Sequence[BatchState]) -> BatchState:
+    """One state holding the rows of several, so their greedy decoding runs as one batch.
+
+    Caches of different lengths are right-padded with masked slots: a row's next token still sees exactly
+    its own prefix and tokens, at its own positions.
+    """
+    if len(states) == 1:
+        return states[0]
+    width = max(s.mask.shape[1] for s in states)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[2]))
+
+    per_state = [_layers(s.cache) for s in states]
+    merged = [
+        (torch.cat([pad(p[i][0]) for p in per_state]), torch.cat([pad(p[i][1]) for p in per_state]))
+        for i in range(len(per_state[0]))
+    ]
+    mask = torch.cat([torch.nn.functional.pad(s.mask, (0, width - s.mask.shape[1])) for s in states])
+    return BatchState(
+        DynamicCache(ddp_cache_data=merged, config=model.config),
+        mask,
+        torch.cat([s.next_pos for s in states]),
+    )
+
+
+def _stacked_prefix_cache(
+    model: Any, prefixes: Sequence[PrefixEntry | None], width: int, device: torch.device
+) -> DynamicCache:
+    """A cache whose row ``i`` holds ``prefixes[i]``'s keys/values in slots ``[0, len)``, zeros after.
+
+    Rows share tensors per distinct prefix, so a batch mixing tenants (taxonomies) and sides is still
+    one forward; the zero slots are masked by the caller.
+    """
+    reference = next(p for p in prefixes if p is not None)
+    groups: dict[int, list[int]] = {}
+    for row, prefix in enumerate(prefixes):
+        if prefix is not None:
+            groups.setdefault(id(prefix), []).append(row)
+    by_id = {id(p): p for p in prefixes if p is not None}
+    layers = []
+    for index, (k0, v0) in enumerate(reference.layers):
+        shape = (len(prefixes), k0.shape[1], width, k0.shape[3])
+        keys = torch.zeros(shape, dtype=k0.dtype, device=device)
+        values = torch.zeros(shape, dtype=v0.dtype, device=device)
+        for key, rows in groups.items():
+            k, v = by_id[key].layers[index]
+            length = k.shape[2]
+            keys[rows, :, :length] = k
+            values[rows, :, :length] = v
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers, config=model.config)
+
+
 def forward_suffixes(
     model: Any,
-    prefix: KV | None,
-    prefix_len: int,
+    prefixes: Sequence[PrefixEntry | None],
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, BatchState]:
-    """Hidden state at each row's last real token, ``[rows, hidden]``, and the state to continue from."""
+    """Hidden state at each row's last real token, ``[rows, hidden]``, and the state to continue from.
+
+    Row ``i`` continues ``prefixes[i]`` (None: no prefix, the suffix is the whole prompt). Prefixes of
+    different lengths sit left-aligned in ``max_len`` slots; the slots past a row's own prefix are masked,
+    and positions are explicit (``len(prefix_i) + t``), so every row computes what its full prompt would.
+    """
     rows, width = len(suffixes), max(len(s) for s in suffixes)
+    prefix_lens = torch.tensor([len(p.ids) if p else 0 for p in prefixes], device=device)
+    prefix_width = int(prefix_lens.max())
     lengths = torch.tensor([len(s) for s in suffixes], device=device)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
     for i, suffix in enumerate(suffixes):
         input_ids[i, : len(suffix)] = torch.tensor(list(suffix), device=device)
+    slots = torch.arange(prefix_width, device=device)[None, :] < prefix_lens[:, None]
     real = torch.arange(width, device=device)[None, :] < lengths[:, None]
-    mask = torch.cat([torch.ones(rows, prefix_len, dtype=torch.long, device=device), real.long()], dim=1)
-    positions = (prefix_len + torch.arange(width, device=device))[None, :].expand(rows, width)
-    if prefix is None:
+    mask = torch.cat([slots, real], dim=1).long()
+    positions = prefix_lens[:, None] + torch.arange(width, device=device)[None, :]
+    if prefix_width == 0:
         cache = DynamicCache(config=model.config)
     else:
-        expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix]
-        cache = DynamicCache(ddp_cache_data=expanded, config=model.config)
+        cache = _stacked_prefix_cache(model, prefixes, prefix_width, device)
     out = _decoder(model)(
         input_ids=input_ids,
         attention_mask=mask,
@@ -81,7 +147,7 @@ def forward_suffixes(
         use_cache=True,
     )
     last = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
-    return last, BatchState(cache, mask, prefix_len + lengths)
+    return last, BatchState(cache, mask, prefix_lens + lengths)
 
 
 def next_token_probs(model: Any, hidden: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,13 @@
 
 For every request (and every 1-vs-all category it asks for) one prompt is rendered and tokenized. Its
 tokens are split into a prefix shared by all prompts of the same (format, taxonomy, side), whose
-keys/values come from ``PrefixCache``, and a suffix (conversation, instructions, ``verdict_prefix``). Rows
-with the same prefix are sorted by length and cut into batches under a padded-token budget, so short and
-long conversations don't pad each other. Each batch is one forward; the score is the softmax over the
-whole vocabulary at the verdict position, read for the ``unsafe`` token. Rows whose score reaches
-``decode_categories_at`` are then decoded greedily from the same keys/values, starting with ``unsafe``.
+keys/values come from ``PrefixCache``, and a suffix (conversation, instructions, ``verdict_prefix``). All
+rows of a call, whatever their prefix, are sorted by suffix length and cut into buckets under a
+padded-token budget, so short and long conversations don't pad each other and several tenants and sides
+share one forward instead of one each. The score is the softmax over the whole vocabulary at the verdict
+position, read for the ``unsafe`` token. Rows whose score reaches ``decode_categories_at`` are then
+decoded greedily from the same keys/values, starting with ``unsafe`` — all of them in one loop, since each
+decoding step costs a pass over every weight however few rows it carries.
 
 Split safety: BPE merges can cross the text boundary ``<BEGIN CONVERSATION>\\n\\n``|``User:`` (SmolLM2
 does), so the cached prefix is the tokenization of the prefix text without its trailing whitespace, minus
@@ -31,7 +33,14 @@ from schemas.events import Message, Side
 from schemas.taxonomy import Taxonomy, builtin_taxonomy
 from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ScoringError
-from workers.guard.kv_batch import compute_prefix, forward_suffixes, greedy_continue, next_token_probs
+from workers.guard.kv_batch import (
+    BatchState,
+    compute_prefix,
+    forward_suffixes,
+    greedy_continue,
+    merge_states,
+    next_token_probs,
+)
 from workers.guard.loading import LoadedGuard
 from workers.guard.parse import DEFAULT_STOPS, parse_output
 from workers.guard.prefix_cache import PrefixCache, PrefixEntry, prefix_key
@@ -157,13 +166,12 @@ class GuardScorer:
             current.append(row)
         return [*buckets, current] if current else buckets
 
-    def _run_bucket(self, entry: PrefixEntry | None, rows: list[_Row]) -> None:
+    def _run_bucket(self, entries: dict[str, PrefixEntry | None], rows: list[_Row]) -> BatchState | None:
+        """Score one bucket in one forward; the state of its rows to decode (None if none is)."""
         model, device = self.guard.model, self.guard.device
-        prefix_len = len(entry.ids) if entry else 0
         hidden, state = forward_suffixes(
             model,
-            entry.layers if entry else None,
-            prefix_len,
+            [entries[r.prefix_text] for r in rows],
             [r.suffix for r in rows],
             self.tokens.pad_id,
             device,
@@ -173,14 +181,18 @@ class GuardScorer:
             row.score = min(max(float(score), 0.0), 1.0)
         chosen = [i for i, r in enumerate(rows) if r.decode_at is not None and r.score >= r.decode_at]
         if not chosen:
-            return
-        state = state.select(torch.tensor(chosen, device=device))
-        first = torch.full((len(chosen),), self.tokens.unsafe_id, dtype=torch.long, device=device)
+            return None
+        return state.select(torch.tensor(chosen, device=device))
+
+    def _decode(self, rows: list[_Row], states: list[BatchState]) -> None:
+        """Greedy codes for every over-threshold row of the call, in one loop from the scoring KV."""
+        state = merge_states(self.guard.model, states)
+        first = torch.full((len(rows),), self.tokens.unsafe_id, dtype=torch.long, device=self.guard.device)
         outputs = greedy_continue(
-            model, state, first, self.settings.max_category_tokens, self.tokens.stop_ids
+            self.guard.model, state, first, self.settings.max_category_tokens, self.tokens.stop_ids
         )
-        for i, generated in zip(chosen, outputs, strict=True):
-            rows[i].generated = generated
+        for row, generated in zip(rows, outputs, strict=True):
+            row.generated = generated
 
     # --- results -----------------------------------------------------------------------------------------
     def _result(self, request: ScoreRequest, main: _Row, extra: list[_Row]) -> ScoreResult:
@@ -209,13 +221,16 @@ class GuardScorer:
             return []
         with torch.inference_mode():
             rows = self._rows(requests)
-            groups: dict[str, list[_Row]] = defaultdict(list)
-            for row in rows:
-                groups[row.prefix_text].append(row)
-            for text, members in groups.items():
-                entry = self._prefix_entry(text, members[0].prefix_ids)
-                for bucket in self._buckets(members):
-                    self._run_bucket(entry, bucket)
+            entries = {r.prefix_text: self._prefix_entry(r.prefix_text, r.prefix_ids) for r in rows}
+            to_decode: list[_Row] = []
+            states: list[BatchState] = []
+            for bucket in self._buckets(rows):
+                state = self._run_bucket(entries, bucket)
+                if state is not None:
+                    to_decode += [r for r in bucket if r.decode_at is not None and r.score >= r.decode_at]
+                    states.append(state)
+            if states:
+                self._decode(to_decode, states)
         per_request: dict[int, list[_Row]] = defaultdict(list)
         for row in rows:
             per_request[row.request].append(row)

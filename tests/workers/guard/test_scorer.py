@@ -119,6 +119,19 @@ def test_bucketing_does_not_change_results(tiny_guard_path: Path, batch_tokens: 
     _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=4)
 
 
+@pytest.mark.parametrize("batch_tokens", [64, 100_000])
+def test_tenants_and_sides_mixed_in_one_forward_match_reference(
+    tiny_guard_path: Path, batch_tokens: int
+) -> None:
+    """Two taxonomies (prefixes of different lengths) x two sides in one call: one bucket, or many whose
+    over-threshold rows are merged into one decoding loop."""
+    settings = Settings(device="cpu", score_batch_tokens=batch_tokens, max_category_tokens=5)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    requests = [*_requests(Taxonomy(generation=Generation.LG3)), *_requests(CUSTOM)]
+    requests = [r.model_copy(update={"request_id": f"{r.request_id}-{i}"}) for i, r in enumerate(requests)]
+    _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=5)
+
+
 def test_prefix_is_computed_once_per_taxonomy_and_side(tiny_guard_path: Path) -> None:
     settings = Settings(device="cpu")
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
