@@ -1,16 +1,17 @@
 """The tensor mechanics of scoring: one forward per event on top of a shared prefix, then greedy codes.
 
-A batch is a set of token suffixes, each continuing its own cached prefix (rows of different tenants and
-sides share one forward: their prefixes sit in the same slots, shorter ones padded with masked slots).
-The suffixes are right-padded, so each real token only ever attends to its prefix and to earlier real
-tokens of its own row; pads sit after them and are masked for everything that follows. Positions are
-explicit (``len(prefix) + t``), so RoPE sees the same positions as a full-prompt forward, and the causal
-mask comes from the cache slot order, which matches. Only each row's last real position goes through
+A batch is a set of token suffixes that all continue the same prefix (whose keys/values are cached). The
+suffixes are right-padded, so each real token only ever attends to the prefix and to earlier real tokens
+of its own row; pads sit after them and are masked for everything that follows. Positions are explicit
+(``prefix_len + t``), so RoPE sees the same positions as a full-prompt forward, and the causal mask comes
+from the cache slot order, which matches. Only each row's last real position goes through
 ``lm_head``: the vocabulary projection is ~25% of a small model's compute per position and we need one per
 row.
 
 Greedy decoding continues from the same cache: the pads stay masked, each row's new token gets position
-``prefix_len + len(row)``, so the continuation equals ``generate`` on that row's full prompt.
+``prefix_len + len(row)``, so the continuation equals ``generate`` on that row's full prompt. The states of
+several batches (other prefixes, other lengths) are merged into one, right-padded with masked slots, so a
+call decodes in one loop: each step is a pass over every weight however few rows it carries.
 """
 
 from __future__ import annotations
@@ -83,62 +84,32 @@ def merge_states(model: Any, states: Sequence[BatchState]) -> BatchState:
     )
 
 
-def _stacked_prefix_cache(
-    model: Any, prefixes: Sequence[PrefixEntry | None], width: int, device: torch.device
-) -> DynamicCache:
-    """A cache whose row ``i`` holds ``prefixes[i]``'s keys/values in slots ``[0, len)``, zeros after.
-
-    Rows share tensors per distinct prefix, so a batch mixing tenants (taxonomies) and sides is still
-    one forward; the zero slots are masked by the caller.
-    """
-    reference = next(p for p in prefixes if p is not None)
-    groups: dict[int, list[int]] = {}
-    for row, prefix in enumerate(prefixes):
-        if prefix is not None:
-            groups.setdefault(id(prefix), []).append(row)
-    by_id = {id(p): p for p in prefixes if p is not None}
-    layers = []
-    for index, (k0, v0) in enumerate(reference.layers):
-        shape = (len(prefixes), k0.shape[1], width, k0.shape[3])
-        keys = torch.zeros(shape, dtype=k0.dtype, device=device)
-        values = torch.zeros(shape, dtype=v0.dtype, device=device)
-        for key, rows in groups.items():
-            k, v = by_id[key].layers[index]
-            length = k.shape[2]
-            keys[rows, :, :length] = k
-            values[rows, :, :length] = v
-        layers.append((keys, values))
-    return DynamicCache(ddp_cache_data=layers, config=model.config)
-
-
 def forward_suffixes(
     model: Any,
-    prefixes: Sequence[PrefixEntry | None],
+    prefix: PrefixEntry | None,
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, BatchState]:
     """Hidden state at each row's last real token, ``[rows, hidden]``, and the state to continue from.
 
-    Row ``i`` continues ``prefixes[i]`` (None: no prefix, the suffix is the whole prompt). Prefixes of
-    different lengths sit left-aligned in ``max_len`` slots; the slots past a row's own prefix are masked,
-    and positions are explicit (``len(prefix_i) + t``), so every row computes what its full prompt would.
+    Every row continues ``prefix`` (None: no prefix, each suffix is a whole prompt). Its keys/values are
+    expanded, not copied, so a bucket pays for the prefix once however many rows it has.
     """
     rows, width = len(suffixes), max(len(s) for s in suffixes)
-    prefix_lens = torch.tensor([len(p.ids) if p else 0 for p in prefixes], device=device)
-    prefix_width = int(prefix_lens.max())
+    prefix_len = len(prefix.ids) if prefix is not None else 0
     lengths = torch.tensor([len(s) for s in suffixes], device=device)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
     for i, suffix in enumerate(suffixes):
         input_ids[i, : len(suffix)] = torch.tensor(list(suffix), device=device)
-    slots = torch.arange(prefix_width, device=device)[None, :] < prefix_lens[:, None]
     real = torch.arange(width, device=device)[None, :] < lengths[:, None]
-    mask = torch.cat([slots, real], dim=1).long()
-    positions = prefix_lens[:, None] + torch.arange(width, device=device)[None, :]
-    if prefix_width == 0:
+    mask = torch.cat([torch.ones(rows, prefix_len, dtype=torch.long, device=device), real.long()], dim=1)
+    positions = (prefix_len + torch.arange(width, device=device))[None, :].expand(rows, width)
+    if prefix is None:
         cache = DynamicCache(config=model.config)
     else:
-        cache = _stacked_prefix_cache(model, prefixes, prefix_width, device)
+        expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix.layers]
+        cache = DynamicCache(ddp_cache_data=expanded, config=model.config)
     out = _decoder(model)(
         input_ids=input_ids,
         attention_mask=mask,
@@ -147,7 +118,7 @@ def forward_suffixes(
         use_cache=True,
     )
     last = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
-    return last, BatchState(cache, mask, prefix_lens + lengths)
+    return last, BatchState(cache, mask, prefix_len + lengths)
 
 
 def next_token_probs(model: Any, hidden: torch.Tensor) -> torch.Tensor:

@@ -123,8 +123,8 @@ def test_bucketing_does_not_change_results(tiny_guard_path: Path, batch_tokens: 
 def test_tenants_and_sides_mixed_in_one_forward_match_reference(
     tiny_guard_path: Path, batch_tokens: int
 ) -> None:
-    """Two taxonomies (prefixes of different lengths) x two sides in one call: one bucket, or many whose
-    over-threshold rows are merged into one decoding loop."""
+    """Two taxonomies (prefixes of different lengths) x two sides in one call, in few buckets or many: the
+    over-threshold rows of all of them are decoded in one merged loop."""
     settings = Settings(device="cpu", score_batch_tokens=batch_tokens, max_category_tokens=5)
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
     requests = [*_requests(Taxonomy(generation=Generation.LG3)), *_requests(CUSTOM)]
