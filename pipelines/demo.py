@@ -217,8 +217,9 @@ def demo_command(
     from infra import local
     from infra.ray_runtime import init_ray, shutdown_ray
 
-    settings = get_settings()
-    configure_logging("console", "warning")
+    # The live table is the demo's output; the actors' info lines would scroll it away.
+    settings = get_settings().model_copy(update={"log_format": "console", "log_level": "warning"})
+    configure_logging(settings.log_format, settings.log_level)
     console = Console()
     with user_errors():
         before = {s.name: s.answering for s in local.status(settings).services}
