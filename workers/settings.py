@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     )
     dlq_topic: str = Field(default="guard.dlq", description="Dead letters out, with payload and reason.")
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions for topics we create.")
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replication factor for topics we create (1: dev broker; 3 typical).",
+    )
     consumer_group: str = Field(default="guardstream", description="Consumer group of the stream workers.")
     exactly_once: bool = Field(
         default=False, description="Produce verdicts and commit offsets in one Kafka transaction."

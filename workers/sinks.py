@@ -51,7 +51,8 @@ class Delivery:
 
 
 def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
-    """Create the missing topics among ``names`` with ``settings.topic_partitions``; return those created.
+    """Create the missing topics among ``names`` (``settings.topic_partitions`` and ``topic_replication``);
+    return those created.
 
     Idempotent and race-safe (another worker creating the same topic is not an error).
     """
@@ -61,7 +62,9 @@ def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         missing = [name for name in wanted if name not in set(admin.list_topics())]
         created: list[str] = []
         for name in missing:
-            topic = NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+            topic = NewTopic(
+                name, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication
+            )
             try:
                 admin.create_topics([topic], wait_for_metadata=True)
                 created.append(name)
