@@ -25,6 +25,7 @@ from pipelines.eval_report import EvalReport, ScorerReport, table, write_plots
 from pipelines.eval_rows import CategoryMap, EvalRow, load_category_map, read_rows
 from schemas.events import Message
 from schemas.taxonomy import Generation, Taxonomy
+from workers.errors import InputError
 
 ScoreFn = Callable[[Sequence[EvalRow], Sequence[str]], list[tuple[float, dict[str, float]]]]
 """Rows and 1-vs-all codes in, (overall score, per-code scores) per row out."""
@@ -63,7 +64,12 @@ def engine_scorer(engine: object, taxonomy: Taxonomy, batch_size: int) -> ScoreF
                     )
                     for i, row in enumerate(chunk)
                 ]
-                out.extend((r.score, dict(r.category_scores)) for r in engine.score(requests))
+                results = engine.score(requests)
+                failed = [r for r in results if r.error is not None]
+                if failed:  # a silent 0 would bias every metric
+                    row_number = int(failed[0].request_id) + 1
+                    raise InputError(f"eval row {row_number} can't be scored: {failed[0].error}")
+                out.extend((r.score, dict(r.category_scores)) for r in results)
                 bar.update(len(chunk))
         return out
 

@@ -119,7 +119,7 @@ def load_policies(
 
 def moderate_events(events: Sequence[ConversationEvent], choice: PolicyChoice, engine: Any) -> list[Verdict]:
     """Verdicts for ``events`` in order, scoring them in chunks through ``engine``."""
-    from workers.decision import build_request, decide, side_skipped, skipped_verdict
+    from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
 
     verdicts: list[Verdict] = []
     for start in range(0, len(events), CHUNK):
@@ -131,8 +131,13 @@ def moderate_events(events: Sequence[ConversationEvent], choice: PolicyChoice, e
         latency_ms = (time.perf_counter() - began) * 1000
         by_index = dict(zip(todo, results, strict=True))
         for i, (event, policy) in enumerate(zip(chunk, policies, strict=True)):
-            if i in by_index:
-                verdict = decide(event, policy, by_index[i], model=engine.model_name, latency_ms=latency_ms)
+            result = by_index.get(i)
+            if result is not None and result.error is not None:  # the policy's on_error, error shown
+                verdict = error_verdict(
+                    event, policy, model=engine.model_name, error=result.error, policy_stale=False
+                )
+            elif result is not None:
+                verdict = decide(event, policy, result, model=engine.model_name, latency_ms=latency_ms)
             else:
                 verdict = skipped_verdict(event, policy, model=engine.model_name, policy_stale=False)
             verdicts.append(verdict)

@@ -45,6 +45,11 @@ class ScoreResult(BaseModel):
     raw_output: str | None = Field(default=None, description="Decoded text, when categories were decoded.")
     category_scores: dict[str, float] = Field(default_factory=dict)
     prompt_tokens: int = 0
+    error: str | None = Field(
+        default=None,
+        description="Why this request alone could not be scored (its ``score`` is then 0 and meaningless); "
+        "the caller applies the tenant's on_error. Other requests of the batch are unaffected.",
+    )
 
 
 @runtime_checkable

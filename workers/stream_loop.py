@@ -248,13 +248,14 @@ class StreamLoop:
         for index, item in enumerate(batch.items):
             policy, stale = item.lookup.policy, item.lookup.stale
             body: Body
-            if results is not None:
+            reason = error if results is None else results[index].error
+            if reason is None and results is not None:
                 latency = (now - item.received_at) * 1000
                 body = decide(
                     item.event, policy, results[index], model=model, latency_ms=latency, policy_stale=stale
                 )
             else:
-                body = self._failed(item, batch.model, model, str(error))
+                body = self._failed(item, batch.model, model, str(reason))
             self._out.complete(item.tp, item.offset, item.key, body, policy.route.verdict_topic)
 
     def _failed(self, item: Item, pool: str, model: str, error: str) -> Body:

@@ -127,6 +127,9 @@ class ScorerWorker:
         latency_ms = (time.perf_counter() - started) * 1000.0
         scored = []
         for (row, event, lookup), result in zip(items, results, strict=True):
+            if result.error is not None:
+                scored.append(_failed(row, event, lookup, pool, result.error))
+                continue
             verdict = decide(
                 event,
                 lookup.policy,

@@ -138,13 +138,23 @@ class GuardScorer:
         decode_at = request.decode_categories_at if code is None else None
         return _Row(index, code, decode_at, prefix_text, prefix_ids, suffix)
 
-    def _rows(self, requests: Sequence[ScoreRequest]) -> list[_Row]:
-        rows = []
+    def _rows(self, requests: Sequence[ScoreRequest]) -> tuple[list[_Row], dict[int, str]]:
+        """Rows to run, and the requests that can't be (index -> why): one request's impossible prompt
+        (a taxonomy too long for ``max_prompt_tokens``, a code it lacks) must not fail the other tenants'
+        requests batched with it."""
+        rows: list[_Row] = []
+        errors: dict[int, str] = {}
         for i, request in enumerate(requests):
-            rows.append(self._row(i, request, request.taxonomy, None))
-            for code in request.category_codes:
-                rows.append(self._row(i, request, one_category_taxonomy(request.taxonomy, code), code))
-        return rows
+            try:
+                mine = [self._row(i, request, request.taxonomy, None)]
+                for code in request.category_codes:
+                    mine.append(self._row(i, request, one_category_taxonomy(request.taxonomy, code), code))
+            except ScoringError as exc:
+                log.warning("request_unscorable", request_id=request.request_id, error=str(exc))
+                errors[i] = str(exc)
+                continue
+            rows += mine
+        return rows, errors
 
     # --- running batches ---------------------------------------------------------------------------------
     def _prefix_entry(self, text: str, ids: tuple[int, ...]) -> PrefixEntry | None:
@@ -215,7 +225,7 @@ class GuardScorer:
         if not requests:
             return []
         with torch.inference_mode():
-            rows = self._rows(requests)
+            rows, errors = self._rows(requests)
             groups: dict[str, list[_Row]] = defaultdict(list)
             for row in rows:
                 groups[row.prefix_text].append(row)
@@ -235,6 +245,9 @@ class GuardScorer:
             per_request[row.request].append(row)
         results = []
         for i, request in enumerate(requests):
+            if i in errors:
+                results.append(ScoreResult(request_id=request.request_id, score=0.0, error=errors[i]))
+                continue
             main, *extra = per_request[i]
             results.append(self._result(request, main, extra))
         return results

@@ -132,6 +132,26 @@ def test_tenants_and_sides_mixed_in_one_forward_match_reference(
     _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=5)
 
 
+def test_an_unscorable_request_fails_alone(tiny_guard_path: Path) -> None:
+    """A tenant whose taxonomy can't fit ``max_prompt_tokens`` gets an error result; the requests batched
+    with it are scored exactly as they would be without it."""
+    settings = Settings(device="cpu", max_prompt_tokens=600)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    huge = Taxonomy(
+        categories=tuple(
+            Category(code=f"C{i}", name=f"Category {i}", description="Long guidance. " * 40)
+            for i in range(1, 9)
+        )
+    )
+    fine = _requests(Taxonomy(generation=Generation.LG3), decode_at=None)[:2]
+    doomed = fine[0].model_copy(update={"request_id": "doomed", "taxonomy": huge})
+    alone = GuardScorer(guard, settings).score(fine)
+    mixed = GuardScorer(guard, settings).score([fine[0], doomed, fine[1]])
+    assert mixed[1].request_id == "doomed" and mixed[1].error and "max_prompt_tokens" in mixed[1].error
+    assert [r.error for r in (mixed[0], mixed[2])] == [None, None]
+    assert [r.score for r in (mixed[0], mixed[2])] == pytest.approx([r.score for r in alone], abs=1e-6)
+
+
 def test_prefix_is_computed_once_per_taxonomy_and_side(tiny_guard_path: Path) -> None:
     settings = Settings(device="cpu")
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
