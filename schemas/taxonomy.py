@@ -35,7 +35,9 @@ class Category(BaseModel):
     code: str = Field(pattern=CODE_PATTERN, description="e.g. S1, O3, C2; unique within a taxonomy.")
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000, description="Guidelines, inserted verbatim.")
-    examples: tuple[str, ...] = Field(default=(), description="Optional few-shot examples of violations.")
+    examples: tuple[str, ...] = Field(
+        default=(), description="Optional few-shot examples of violations, rendered after the guidelines."
+    )
 
     @field_validator("name")
     @classmethod

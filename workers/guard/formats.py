@@ -123,14 +123,25 @@ class TemplatePromptFormat(PromptFormat):
         return "\n".join(self._category_line(c, builtin) for c in taxonomy.resolve())
 
     def _category_line(self, category: Category, builtin: bool) -> str:
-        """``{code}: {name}.`` plus the guidelines on the following lines (FORMATS.md §9)."""
+        """``{code}: {name}.`` plus the guidelines on the following lines (FORMATS.md §9).
+
+        A custom category's few-shot ``examples`` follow its guidelines as an ``Examples:`` list, one
+        ``- `` bullet each, verbatim: the paper adapts the guard to a new policy in the prompt, and this
+        keeps them inside the category they illustrate (and inside the cached prefix). Built-in
+        categories have none, so every canonical prompt is unchanged.
+        """
         description = category.description
         if builtin and not self.template.builtin_descriptions:
             description = ""
         elif builtin and self.template.builtin_bullet != "- ":
             description = description.replace("\n- ", "\n" + self.template.builtin_bullet)
-        line = category.code + ": " + category.name + self.template.name_suffix
-        return line + "\n" + description if description else line
+        lines = [category.code + ": " + category.name + self.template.name_suffix]
+        if description:
+            lines.append(description)
+        if category.examples:
+            lines.append("Examples:")
+            lines += ["- " + example for example in category.examples]
+        return "\n".join(lines)
 
     def prefix(self, taxonomy: Taxonomy, side: Side) -> str:
         """Everything up to and including ``<BEGIN CONVERSATION>\\n\\n``; no conversation text in it."""

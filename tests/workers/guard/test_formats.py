@@ -113,6 +113,27 @@ def test_lg1_subset_keeps_guidelines() -> None:
     assert block.startswith("O6: Self-Harm.\nShould not\n- Encourage people to harm themselves.")
 
 
+def test_custom_category_examples_follow_its_guidelines() -> None:
+    taxonomy = Taxonomy(
+        categories=(
+            Category(
+                code="C1",
+                name="Spoilers",
+                description="Should not\n- Reveal plot twists.",
+                examples=("The butler did it.", "Snape kills {{Dumbledore}}."),
+            ),
+            Category(code="C2", name="Medical advice"),
+        )
+    )
+    block = get_format(Generation.LG3).categories_block(taxonomy)
+    assert block == (
+        "C1: Spoilers.\nShould not\n- Reveal plot twists.\nExamples:\n- The butler did it.\n"
+        "- Snape kills {{Dumbledore}}.\nC2: Medical advice."
+    )
+    rendered = get_format(Generation.LG3).render(taxonomy, [Message(role="user", content="hi")], "prompt")
+    assert "Examples:\n- The butler did it." in rendered.prefix  # cached with the policy, per side
+
+
 def test_default_block_of_another_generation_is_rendered_not_copied() -> None:
     """An LG3 taxonomy in the LG2 format follows LG2's line convention (trailing space)."""
     block = get_format(Generation.LG2).categories_block(Taxonomy(generation=Generation.LG3))
