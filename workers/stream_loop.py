@@ -88,6 +88,9 @@ class WorkerStats(BaseModel):
 SESSION_TIMEOUT_MS = 10_000
 """A dead worker's partitions move after 10 s instead of the client default 45 s."""
 
+MAX_POLL_INTERVAL_MS = 25_000
+"""Rebalance timeout: how long the group waits for its members to rejoin."""
+
 REJOIN_TIMEOUT_S = 3 * SESSION_TIMEOUT_MS / 1000
 """A rebalance this consumer is in must end within this; else the consumer is rebuilt (``_check_rejoin``)."""
 
@@ -113,6 +116,11 @@ class StreamLoop:
             max_poll_records=max(settings.batch_size * 4, 64),
             fetch_max_wait_ms=100,
             session_timeout_ms=SESSION_TIMEOUT_MS,
+            # Also the rebalance timeout: a member that doesn't rejoin within it (e.g. a wedged client, see
+            # _check_rejoin) is dropped by the broker, so the others' rebalance ends before their own
+            # REJOIN_TIMEOUT_S instead of after the 5-minute default. The loop polls every <= 100 ms; only a
+            # drain this long would miss it (its commits then fail and the records are re-read).
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             heartbeat_interval_ms=2_000,
             # A consumer that joins before a just-created topic reaches the broker's metadata gets no
             # partitions until its next metadata refresh; the client default (5 min) would stall it that long.

@@ -8,9 +8,11 @@ records are surely in flight when a second group member joins and forces the reb
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +81,32 @@ def mine(settings: Settings, tiny_guard_path: Path) -> Iterator[Settings]:
     delete_topics_of(isolated_settings)
 
 
-def _join_group(settings: Settings) -> KafkaConsumer:
-    """A second member of the stream's group (on a topic of its own): the group must rebalance."""
+@contextmanager
+def second_member(settings: Settings) -> Iterator[None]:
+    """A second member of the stream's group (on a topic of its own) for the block: the group rebalances
+    when it joins and when it leaves. It keeps polling on its own thread, as a live member must; one that
+    stops would hold every later rebalance of the group for its whole rebalance timeout."""
     other = f"{settings.consumer_group}.other"
     ensure_topics(settings, [other])
     joiner = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
     joiner.subscribe([other])
-    deadline = time.monotonic() + 60
-    while not joiner.assignment() and time.monotonic() < deadline:
-        joiner.poll(timeout_ms=200)
-    assert joiner.assignment(), "the second member never joined the group"
-    return joiner
+    stop, joined = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            joiner.poll(timeout_ms=200)
+            if joiner.assignment():
+                joined.set()
+        joiner.close()
+
+    thread = threading.Thread(target=spin, name="second-member", daemon=True)
+    thread.start()
+    try:
+        assert joined.wait(60), "the second member never joined the group"
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def test_partition_kept_through_a_rebalance_rereads_what_was_in_flight(
@@ -110,15 +127,12 @@ def test_partition_kept_through_a_rebalance_rereads_what_was_in_flight(
         running = start_in_thread(mine, pools)
         with reading(mine, [mine.verdict_topic]) as reader:
             reader.until(lambda o: len(o.records) >= 1, timeout_s=120, what="the first verdict")
-            joiner = _join_group(mine)  # the worker revokes its partition mid-flight and gets it back
-            try:
+            with second_member(mine):  # the worker revokes its partition mid-flight and gets it back
                 out = reader.until(
                     lambda o: len(set(o.event_ids(mine.verdict_topic))) >= EVENTS,
                     timeout_s=120,
                     what=f"a verdict for each of the {EVENTS} events",
                 )
-            finally:
-                joiner.close()
             report = running.stop()
         assert set(out.event_ids(mine.verdict_topic)) == {f"e{i}" for i in range(EVENTS)}
         assert report.in_flight == 0
