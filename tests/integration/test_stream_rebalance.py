@@ -40,6 +40,7 @@ from workers.sinks import ensure_topics
 pytestmark = pytest.mark.integration
 
 EVENTS = 24
+LATER = 8
 SLOW_S = 1.5
 
 
@@ -117,24 +118,28 @@ def test_partition_kept_through_a_rebalance_rereads_what_was_in_flight(
         store.put(TenantPolicy(tenant_id=tenant))
     pools = ModelPools.start(mine, ready_timeout_s=300, engine_factory=slow_engine)
     try:
-        produce(
-            mine,
-            [
+
+        def events(first: int, last: int) -> list[tuple[bytes, bytes]]:
+            return [
                 keyed(tenant, f"c{i % 3}", event(tenant, f"c{i % 3}", f"e{i}", f"hi {i}"))
-                for i in range(EVENTS)
-            ],
-        )
+                for i in range(first, last)
+            ]
+
+        produce(mine, events(0, EVENTS))
         running = start_in_thread(mine, pools)
         with reading(mine, [mine.verdict_topic]) as reader:
             reader.until(lambda o: len(o.records) >= 1, timeout_s=120, what="the first verdict")
             with second_member(mine):  # the worker revokes its partition mid-flight and gets it back
+                # Records read after the rebalance get answered and committed: had the worker skipped
+                # the dropped ones, these commits would pass them for good (no later re-read finds them).
+                produce(mine, events(EVENTS, EVENTS + LATER))
                 out = reader.until(
-                    lambda o: len(set(o.event_ids(mine.verdict_topic))) >= EVENTS,
+                    lambda o: len(set(o.event_ids(mine.verdict_topic))) >= EVENTS + LATER,
                     timeout_s=120,
-                    what=f"a verdict for each of the {EVENTS} events",
+                    what=f"a verdict for each of the {EVENTS + LATER} events",
                 )
             report = running.stop()
-        assert set(out.event_ids(mine.verdict_topic)) == {f"e{i}" for i in range(EVENTS)}
+        assert set(out.event_ids(mine.verdict_topic)) == {f"e{i}" for i in range(EVENTS + LATER)}
         assert report.in_flight == 0
         assert committed(mine) == end_offsets(mine)
     finally:
