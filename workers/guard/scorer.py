@@ -7,9 +7,9 @@ with the same prefix are sorted by length and cut into batches under a padded-to
 long conversations don't pad each other. Each batch is one forward. (Mixing prefixes in one forward, with
 shorter ones padded, measured ~11% slower on CPU: copying the padded keys/values cost more than the larger
 matrices saved.) The score is the softmax over the whole vocabulary at the verdict position, read for the
-``unsafe`` token. Rows whose score reaches ``decode_categories_at`` are then
-decoded greedily from the same keys/values, starting with ``unsafe`` — all of them in one loop, since each
-decoding step costs a pass over every weight however few rows it carries.
+``unsafe`` token. Rows whose score reaches ``decode_categories_at`` are then decoded greedily from the
+same keys/values, starting with ``unsafe`` — all of them in one loop, since each decoding step costs a
+pass over every weight however few rows it carries.
 
 Split safety: BPE merges can cross the text boundary ``<BEGIN CONVERSATION>\\n\\n``|``User:`` (SmolLM2
 does), so the cached prefix is the tokenization of the prefix text without its trailing whitespace, minus
@@ -177,8 +177,10 @@ class GuardScorer:
             current.append(row)
         return [*buckets, current] if current else buckets
 
-    def _run_bucket(self, entry: PrefixEntry | None, rows: list[_Row]) -> BatchState | None:
-        """Score one bucket in one forward; the state of its rows to decode (None if none is)."""
+    def _run_bucket(
+        self, entry: PrefixEntry | None, rows: list[_Row]
+    ) -> tuple[list[_Row], BatchState] | None:
+        """Score one bucket in one forward; its rows to decode and their state (None if none is)."""
         model, device = self.guard.model, self.guard.device
         hidden, state = forward_suffixes(model, entry, [r.suffix for r in rows], self.tokens.pad_id, device)
         scores = next_token_probs(model, hidden)[:, self.tokens.unsafe_id].tolist()
@@ -187,7 +189,7 @@ class GuardScorer:
         chosen = [i for i, r in enumerate(rows) if r.decode_at is not None and r.score >= r.decode_at]
         if not chosen:
             return None
-        return state.select(torch.tensor(chosen, device=device))
+        return [rows[i] for i in chosen], state.select(torch.tensor(chosen, device=device))
 
     def _decode(self, rows: list[_Row], states: list[BatchState]) -> None:
         """Greedy codes for every over-threshold row of the call, in one loop from the scoring KV."""
@@ -234,10 +236,10 @@ class GuardScorer:
             for text, members in groups.items():
                 entry = self._prefix_entry(text, members[0].prefix_ids)
                 for bucket in self._buckets(members):
-                    state = self._run_bucket(entry, bucket)
-                    if state is not None:
-                        to_decode += [r for r in bucket if r.decode_at is not None and r.score >= r.decode_at]
-                        states.append(state)
+                    over = self._run_bucket(entry, bucket)
+                    if over is not None:
+                        to_decode += over[0]
+                        states.append(over[1])
             if states:
                 self._decode(to_decode, states)
         per_request: dict[int, list[_Row]] = defaultdict(list)

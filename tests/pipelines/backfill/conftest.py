@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,12 +42,3 @@ def settings(tiny_guard_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def ray_local(ray_session: None) -> None:
     """The run's local Ray (``ray_session``)."""
-
-
-@pytest.fixture(autouse=True)
-def _reset_logging() -> Iterator[None]:
-    """The CLI configures structlog onto the test runner's stderr, which is closed after the test."""
-    import structlog
-
-    yield
-    structlog.reset_defaults()
