@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from workers.errors import GuardstreamError
@@ -24,9 +25,9 @@ def one_line(exc: BaseException) -> str:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Exit 2 with ``error: ...`` on stderr for input errors instead of a traceback."""
+    """Exit 2 with ``error: ...`` on stderr for input errors and unreachable services, not a traceback."""
     try:
         yield
-    except (GuardstreamError, ValidationError, ValueError, OSError) as exc:
+    except (GuardstreamError, ValidationError, ValueError, OSError, KafkaError) as exc:
         typer.echo(f"error: {one_line(exc)}", err=True)
         raise typer.Exit(code=2) from None
