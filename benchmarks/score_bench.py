@@ -311,6 +311,7 @@ def report_results(
             f"{r['vs_card_cpu']:9.1f}x {r['vs_batched_cpu']:9.2f}x"
         )
     print(f"max |score(b) - score(c)| = {diff:.2e}")
+    bound = explain_targets(guard, settings, requests, tokens, results)
     record = {
         **results,
         "meta": {
@@ -327,6 +328,7 @@ def report_results(
             "quick": args.quick,
             "prompt_tokens_median": statistics.median(tokens),
             "max_abs_score_diff_b_c": diff,
+            **bound,
             "score_batch_tokens": settings.score_batch_tokens,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
@@ -337,6 +339,39 @@ def report_results(
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def explain_targets(
+    guard: LoadedGuard,
+    settings: Settings,
+    requests: list[ScoreRequest],
+    tokens: list[int],
+    results: dict[str, dict[str, float]],
+) -> dict[str, float | int]:
+    """Print the issue's targets against the measured ratios, with the bound the inputs set on (c) vs (a).
+
+    (a) runs every prompt position; (c) runs each prefix once and every suffix. At equal per-token speed
+    (c) can be at most full / (suffix + prefix) times faster than (a): a ratio below target next to a
+    bound below target is the inputs' arithmetic, not a slow scorer.
+    """
+    suffix, prefix = GuardScorer(guard, settings).positions(requests)
+    full = sum(tokens)
+    bound = full / max(1, suffix + prefix)
+    card_target = 30.0 if guard.device.type == "cuda" else 8.0
+    vs_card, vs_batched = results["guardstream"]["vs_card"], results["guardstream"]["vs_batched"]
+    print(
+        f"positions: (a) and (b) run {full} prompt tokens; (c) runs {suffix} suffix + {prefix} prefix "
+        f"tokens -> at equal per-token speed (c) is at most {bound:.1f}x (a)"
+    )
+    for name, target, got in (("(a)", card_target, vs_card), ("(b)", 2.5, vs_batched)):
+        verdict = "met" if got >= target else "NOT met"
+        print(f"target (c) >= {target:g}x {name} on {guard.device.type}: {got:.2f}x, {verdict}")
+    return {
+        "full_prompt_tokens": full,
+        "suffix_tokens": suffix,
+        "prefix_tokens": prefix,
+        "position_bound_vs_card": bound,
+    }
 
 
 if __name__ == "__main__":

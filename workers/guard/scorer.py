@@ -222,6 +222,16 @@ class GuardScorer:
             **fields,  # type: ignore[arg-type]
         )
 
+    def positions(self, requests: Sequence[ScoreRequest]) -> tuple[int, int]:
+        """(suffix positions, prefix positions) that ``score`` runs for ``requests`` on an empty prefix cache.
+
+        Against the full prompts' token count this is the most the prefix cache can save, whatever the
+        hardware: the benchmark prints it so a ratio below target comes with its reason.
+        """
+        rows, _ = self._rows(requests)
+        prefixes = {row.prefix_text: len(row.prefix_ids) for row in rows}
+        return sum(len(row.suffix) for row in rows), sum(prefixes.values())
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Score a batch; results are in request order."""
         if not requests:

@@ -164,6 +164,24 @@ def test_prefix_is_computed_once_per_taxonomy_and_side(tiny_guard_path: Path) ->
     assert scorer.fallbacks == 0
 
 
+def test_positions_run_each_prefix_once_and_every_suffix(tiny_guard_path: Path) -> None:
+    settings = Settings(device="cpu")
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    fmt, tok = guard.prompt_format, guard.tokens
+    requests = _requests(Taxonomy(generation=Generation.LG3), decode_at=None)
+    prompts = [(r.taxonomy, r.messages, r.side) for r in requests]
+    prompts.append((one_category_taxonomy(requests[1].taxonomy, "S1"), requests[1].messages, "prompt"))
+    full, prefixes = 0, {}
+    for taxonomy, messages, side in prompts:
+        rendered = fmt.render(taxonomy, messages, side)
+        full += len(tok.encode_prompt(rendered.text + fmt.verdict_prefix))
+        prefixes[rendered.prefix] = len(tok.encode_prompt(rendered.prefix.rstrip())) - 1
+    suffix, prefix = GuardScorer(guard, settings).positions(requests)
+    assert prefix == sum(prefixes.values())  # three distinct prefixes, each counted once
+    per_row_prefixes = sum(prefixes[fmt.render(t, m, s).prefix] for t, m, s in prompts)
+    assert suffix == full - per_row_prefixes
+
+
 def test_unsafe_tokenization_split_falls_back_to_full_prompt(tiny_guard_path: Path) -> None:
     settings = Settings(device="cpu", max_category_tokens=4)
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
