@@ -333,7 +333,10 @@ def report_results(
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    out = ROOT / "benchmarks" / "results" / f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}.json"
+    # a --quick smoke run must not overwrite the day's full record
+    suffix = "-quick" if args.quick else ""
+    name = f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
+    out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     if args.json:
