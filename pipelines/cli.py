@@ -24,12 +24,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.moderate",
     "pipelines.infra_cmds",
     "pipelines.policy_cmds",
-    "pipelines.topics",
-    "pipelines.produce",
-    "pipelines.stream",
-    "pipelines.demo",
-    "pipelines.evaluate",
-    "pipelines.finetune",
+    "pipelines.stream.topics",
+    "pipelines.stream.produce",
+    "pipelines.stream.run",
+    "pipelines.stream.demo",
+    "pipelines.evaluate.cli",
+    "pipelines.finetune.cli",
     "pipelines.backfill.cli",
 )
 

@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
             source = str(file) if file else "stdin"
             text = file.read_text("utf-8") if file else sys.stdin.read()
             events = parse_events(text, source)
-            from workers.local_engine import LocalEngine
+            from workers.serving.local_engine import LocalEngine
 
             engine = LocalEngine(spec, settings)
             choice = PolicyChoice(policies, tax, threshold, engine.guard.prompt_format.generation)

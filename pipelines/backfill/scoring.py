@@ -39,7 +39,7 @@ SCORED_SCHEMA = pa.schema(
 
 def local_engine(spec: ModelSpec, settings: Settings) -> Engine:
     """The default engine: the in-process transformers scorer, imported only inside the Ray worker."""
-    from workers.local_engine import LocalEngine
+    from workers.serving.local_engine import LocalEngine
 
     return LocalEngine(spec, settings)
 

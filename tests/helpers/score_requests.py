@@ -46,7 +46,7 @@ def cpu_settings(model_path: Path, **overrides: Any) -> tuple[ModelSpec, Setting
 
 def in_process_scores(model_path: Path, requests: list[ScoreRequest]) -> dict[str, float]:
     """Scores from ``LocalEngine`` in this process: the reference remote scoring must match."""
-    from workers.local_engine import LocalEngine
+    from workers.serving.local_engine import LocalEngine
 
     spec, settings = cpu_settings(model_path)
     return {r.request_id: r.score for r in LocalEngine(spec, settings).score(requests)}

@@ -15,9 +15,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from pipelines.stream import StreamReport, run_stream
+from pipelines.stream.run import StreamReport, run_stream
 from workers.settings import Settings
-from workers.sinks import ensure_topics
+from workers.stream.sinks import ensure_topics
 
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.05) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import ray
 
-from pipelines.stream import run_stream
+from pipelines.stream.run import run_stream
 from schemas.policy import Route, TenantPolicy
 from schemas.taxonomy import Category, Taxonomy
 from tests.integration.stream_support import (
@@ -33,7 +33,7 @@ from tests.integration.stream_support import (
     streaming,
 )
 from workers.policies.redis_store import RedisPolicyStore
-from workers.pool import ModelPools
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
 
 pytestmark = pytest.mark.integration

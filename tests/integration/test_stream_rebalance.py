@@ -33,9 +33,9 @@ from tests.integration.stream_support import (
 )
 from workers.engine import Engine, ScoreRequest, ScoreResult
 from workers.policies.redis_store import RedisPolicyStore
-from workers.pool import ModelPools
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
-from workers.sinks import ensure_topics
+from workers.stream.sinks import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ class SlowEngine:
     """The tiny guard, one and a half seconds per call: batches stay in flight across a rebalance."""
 
     def __init__(self, spec: ModelSpec, settings: Settings) -> None:
-        from workers.local_engine import LocalEngine
+        from workers.serving.local_engine import LocalEngine
 
         self._inner = LocalEngine(spec, settings)
 

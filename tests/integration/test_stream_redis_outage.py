@@ -24,7 +24,7 @@ from tests.integration.stream_support import (
     streaming,
 )
 from workers.policies.redis_store import RedisPolicyStore
-from workers.pool import ModelPools
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
 
 pytestmark = pytest.mark.integration

@@ -94,7 +94,7 @@ def test_verdicts_equal_guardstream_moderate_on_the_same_events(
 ) -> None:
     """``moderate_events`` is what ``guardstream moderate`` runs: LocalEngine + workers.decision, no Ray."""
     from pipelines.moderate import PolicyChoice, moderate_events
-    from workers.local_engine import LocalEngine
+    from workers.serving.local_engine import LocalEngine
 
     engine = LocalEngine(settings.models["default"], settings)
     events = [ConversationEvent.model_validate(e) for e in archive.valid]

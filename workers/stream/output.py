@@ -2,7 +2,7 @@
 
 Every polled record gets exactly one output — a verdict on its tenant's verdict topic or a dead letter on the
 DLQ — and its input offset is committed only after the broker acknowledged that output and the outputs of
-every earlier record of the partition (``workers.offsets``). Outputs are released in input order per
+every earlier record of the partition (``workers.stream.offsets``). Outputs are released in input order per
 partition, so the verdicts of one conversation (one key, one partition) come out in the order it went in.
 
 Two delivery modes:
@@ -25,9 +25,9 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, Verdict
 from workers.logging import get_logger
-from workers.offsets import OffsetLedger
 from workers.settings import Settings
-from workers.sinks import KafkaSink, Output
+from workers.stream.offsets import OffsetLedger
+from workers.stream.sinks import KafkaSink, Output
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workers.offsets import OffsetLedger
+from workers.stream.offsets import OffsetLedger
 
 A = ("in", 0)
 B = ("in", 1)

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.eval_rows import EvalRow
+from pipelines.evaluate.rows import EvalRow
 from schemas.events import Message, Side
 from schemas.taxonomy import Category, Taxonomy
 

@@ -61,7 +61,7 @@ def produce_records(
     """Send records with acks=all and wait until the broker has them all."""
     from kafka import KafkaProducer
 
-    from workers.sinks import ensure_topics
+    from workers.stream.sinks import ensure_topics
 
     target = topic or settings.input_topic
     ensure_topics(settings, [target])

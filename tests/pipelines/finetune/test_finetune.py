@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.eval_rows import EvalRow
-from pipelines.finetune import run_finetune
-from pipelines.finetune_data import AugmentConfig, TrainingExample
-from pipelines.finetune_train import TrainConfig, answer_ids, encode_example, lr_factor
+from pipelines.evaluate.rows import EvalRow
+from pipelines.finetune.cli import run_finetune
+from pipelines.finetune.data import AugmentConfig, TrainingExample
+from pipelines.finetune.train import TrainConfig, answer_ids, encode_example, lr_factor
 from schemas.events import Message
 from schemas.taxonomy import Generation, Taxonomy
 from workers.guard.formats import get_format

@@ -13,7 +13,7 @@ import ray
 
 from tests.helpers.score_requests import assert_same_scores, cpu_settings, in_process_scores, make_requests
 from workers.engine import ScoreResult
-from workers.replica import start_replica
+from workers.serving.replica import start_replica
 
 
 @contextmanager

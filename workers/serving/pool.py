@@ -29,7 +29,7 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ScoringError, UnknownModelError
 from workers.logging import get_logger
-from workers.replica import EngineFactory, start_replica
+from workers.serving.replica import EngineFactory, start_replica
 from workers.settings import Settings
 
 log = get_logger(__name__)

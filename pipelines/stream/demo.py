@@ -23,14 +23,14 @@ import typer
 from pydantic import BaseModel
 
 from pipelines.errors import user_errors
-from pipelines.produce import read_records
+from pipelines.stream.produce import read_records
 from schemas.policy import TenantPolicy
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parents[1] / "samples"
 POLICY_FILES = {"acme": "policy-acme.json", "kidsplay": "policy-kidsplay.json"}
 NOT_UTF8 = b"\xff\xfe\x00binary garbage that is not UTF-8"
 
@@ -132,7 +132,7 @@ def _taxonomy(policy: TenantPolicy | None) -> str:
 
 
 def _send(settings: Settings, records: list[tuple[bytes | None, bytes]]) -> None:
-    from pipelines.produce import produce_records
+    from pipelines.stream.produce import produce_records
 
     report = produce_records(settings, iter(records))
     log.info("demo_produced", sent=report.sent, keyless=report.keyless, topic=report.topic)
@@ -156,8 +156,8 @@ def run_demo(settings: Settings, *, timeout_s: float, console: Any) -> DemoResul
     """Policies, records, stream, live table; Kafka/Redis/Ray must be up."""
     from rich.live import Live
 
-    from pipelines.stream import run_stream
-    from pipelines.topics import ensure_stream_topics
+    from pipelines.stream.run import run_stream
+    from pipelines.stream.topics import ensure_stream_topics
 
     policies = store_policies(settings)
     ensure_stream_topics(settings)

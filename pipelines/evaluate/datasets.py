@@ -1,8 +1,9 @@
-"""Converters from the public safety datasets in ``../shared/data`` to eval rows (``pipelines.eval_rows``).
+"""Converters from the public safety datasets in ``../shared/data`` to eval rows
+(``pipelines.evaluate.rows``).
 
-Each converter keeps the dataset's own harm labels in ``categories``; ``pipelines.category_maps`` maps them
-to Llama Guard 3 codes. ``trainable`` says whether a set may train the adapter guardstream ships: only
-MIT / CC-BY / ODC-BY sets, and never the two benchmarks we report (XSTest prompts, BeaverTails responses)
+Each converter keeps the dataset's own harm labels in ``categories``; ``pipelines.evaluate.category_maps``
+maps them to Llama Guard 3 codes. ``trainable`` says whether a set may train the adapter guardstream ships:
+only MIT / CC-BY / ODC-BY sets, and never the two benchmarks we report (XSTest prompts, BeaverTails responses)
 or anything built on them (XSTest-Response reuses the XSTest prompts).
 
 | name | side | rows | licence | trainable |
@@ -36,7 +37,7 @@ from typing import Annotated, Any
 import typer
 
 from pipelines.errors import user_errors
-from pipelines.eval_rows import EvalRow, write_rows
+from pipelines.evaluate.rows import EvalRow, write_rows
 from schemas.events import Message
 from workers.errors import InputError
 

@@ -12,7 +12,7 @@ import ray
 from tests.helpers.score_requests import assert_same_scores, in_process_scores, make_requests
 from workers.engine import Engine, ScoreResult
 from workers.errors import ScoringError, UnknownModelError
-from workers.pool import ModelPools
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
 
 

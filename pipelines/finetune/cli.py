@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 
 from pipelines.errors import user_errors
-from pipelines.eval_rows import EvalRow, read_rows
-from pipelines.finetune_data import AugmentConfig
-from pipelines.finetune_train import TrainConfig
+from pipelines.evaluate.rows import EvalRow, read_rows
+from pipelines.finetune.data import AugmentConfig
+from pipelines.finetune.train import TrainConfig
 
 FORMAT_HELP = (
     "Llama Guard prompt format (default: inferred from --model; the shipped base uses llama-guard-3)."
@@ -103,10 +103,10 @@ def run_finetune(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines.category_maps import merged_lg3_map
-    from pipelines.eval_rows import load_category_map
-    from pipelines.finetune_data import Augmenter
-    from pipelines.finetune_train import encode_example, train, wrap_lora
+    from pipelines.evaluate.category_maps import merged_lg3_map
+    from pipelines.evaluate.rows import load_category_map
+    from pipelines.finetune.data import Augmenter
+    from pipelines.finetune.train import encode_example, train, wrap_lora
     from schemas.taxonomy import Generation, Taxonomy
     from workers.guard.formats import get_format
     from workers.guard.loading import checkpoint_dir, default_model_path, infer_prompt_format, pick_device

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.finetune_data import TrainingExample
+from pipelines.finetune.data import TrainingExample
 from schemas.events import Message
 from workers.guard.formats import PromptFormat
 from workers.guard.tokens import GuardTokens

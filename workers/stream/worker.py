@@ -16,7 +16,7 @@ import ray
 
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings
-from workers.stream_loop import Pools, StreamLoop, WorkerStats
+from workers.stream.loop import Pools, StreamLoop, WorkerStats
 
 log = get_logger(__name__)
 

@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines import evaluate
-from pipelines.eval_rows import EvalRow, write_rows
+from pipelines.evaluate import cli as evaluate
+from pipelines.evaluate.rows import EvalRow, write_rows
 from workers.engine import ScoreRequest, ScoreResult
 
 # Overall scores rank + - + + - - (AUPRC 29/36); S1 scores rank its two positives first (AUPRC 1).

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.eval_metrics import binary_metrics, pr_curve
+from pipelines.evaluate.metrics import binary_metrics, pr_curve
 
 # Ranked by score: + - + + - -. Average precision = (1/1 + 2/3 + 3/4) / 3 = 29/36.
 LABELS = [1, 0, 1, 1, 0, 0]

@@ -3,7 +3,7 @@
 Overall AUPRC is computed from ``P(unsafe)`` under the full taxonomy; per-category AUPRC follows the paper's
 1-vs-all protocol: for each code, the row's score is ``P(unsafe)`` from a prompt listing *only that*
 category (``ScoreRequest.category_codes``), positives are the rows labelled with it and every other row is
-a negative. Scoring goes through ``workers.local_engine.LocalEngine``, the same engine the stream and
+a negative. Scoring goes through ``workers.serving.local_engine.LocalEngine``, the same engine the stream and
 backfill use, so a number here is a number there.
 
 ``--baseline profanity`` adds the ``alt-profanity-check`` classifier (a linear model on word n-grams) on the
@@ -20,9 +20,9 @@ from typing import Annotated
 import typer
 
 from pipelines.errors import user_errors
-from pipelines.eval_metrics import BinaryMetrics, PRCurve, binary_metrics, pr_curve
-from pipelines.eval_report import EvalReport, ScorerReport, table, write_plots
-from pipelines.eval_rows import CategoryMap, EvalRow, load_category_map, read_rows
+from pipelines.evaluate.metrics import BinaryMetrics, PRCurve, binary_metrics, pr_curve
+from pipelines.evaluate.report import EvalReport, ScorerReport, table, write_plots
+from pipelines.evaluate.rows import CategoryMap, EvalRow, load_category_map, read_rows
 from schemas.events import Message
 from schemas.taxonomy import Generation, Taxonomy
 from workers.errors import InputError
@@ -126,7 +126,7 @@ def _taxonomy(path: Path | None, generation: Generation) -> Taxonomy:
 
 
 def _category_map(value: str) -> CategoryMap | None:
-    from pipelines.category_maps import merged_lg3_map
+    from pipelines.evaluate.category_maps import merged_lg3_map
 
     if value == "lg3":
         return merged_lg3_map()
@@ -215,7 +215,7 @@ def _model_scorer(
 ) -> tuple[str, ScoreFn]:
     import torch
 
-    from workers.local_engine import LocalEngine
+    from workers.serving.local_engine import LocalEngine
     from workers.settings import ModelSpec, get_settings
 
     if threads is not None:
@@ -228,7 +228,7 @@ def _model_scorer(
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.datasets import register_commands
+    from pipelines.evaluate.datasets import register_commands
 
     group = typer.Typer(help="Evaluate guards on labelled datasets (AUPRC as in the Llama Guard paper).")
     group.callback(invoke_without_command=True)(eval_main)

@@ -10,7 +10,7 @@ thread so the event loop keeps accepting calls during a forward.
 Fault tolerance is Ray's: ``max_restarts`` brings a dead replica back (reloading the model) and
 ``max_task_retries`` re-runs the calls that were in flight on it, so a killed replica loses no request.
 
-Only this module and ``workers.pool`` import Ray; the engine (torch) is imported inside the actor.
+Only this module and ``workers.serving.pool`` import Ray; the engine (torch) is imported inside the actor.
 """
 
 from __future__ import annotations
@@ -173,6 +173,6 @@ def start_replica(
 
 
 def _local_engine(spec: ModelSpec, settings: Settings) -> Engine:
-    from workers.local_engine import LocalEngine  # torch: only inside the actor
+    from workers.serving.local_engine import LocalEngine  # torch: only inside the actor
 
     return LocalEngine(spec, settings)

@@ -11,7 +11,7 @@ partitions (it keeps calling ``poll``, so the group sees it alive) and resumes b
 
 Failures never stall a partition: a batch that raises or outlives ``score_timeout_s`` gives each of its
 events the tenant's ``on_error`` outcome (an error verdict, or a ``scoring_failed`` dead letter).
-``workers.stream_worker.StreamWorker`` runs this loop inside a Ray actor.
+``workers.stream.worker.StreamWorker`` runs this loop inside a Ray actor.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ConsumerStuckError
 from workers.intake import Source, dead_letter, parse_record, resolve_policy
 from workers.logging import get_logger
-from workers.microbatch import MicroBatcher
 from workers.policies.base import PolicyLookup, PolicyStore
 from workers.settings import Settings
-from workers.stream_output import Body, OutputStage
-from workers.stream_scoring import InFlight, Scoring
+from workers.stream.microbatch import MicroBatcher
+from workers.stream.output import Body, OutputStage
+from workers.stream.scoring import InFlight, Scoring
 
 log = get_logger(__name__)
 
 
 class Pools(Protocol):
-    """What the loop needs from ``workers.pool.ModelPools``: submit without waiting, collect, describe."""
+    """What the loop needs from ``workers.serving.pool.ModelPools``: submit, collect, label."""
 
     def submit(self, model: str, requests: Sequence[ScoreRequest]) -> Any: ...
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from pipelines.eval_metrics import BinaryMetrics, PRCurve
+from pipelines.evaluate.metrics import BinaryMetrics, PRCurve
 
 
 class ScorerReport(BinaryMetrics):

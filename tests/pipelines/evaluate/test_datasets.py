@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.category_maps import BUILTIN_MAPS
-from pipelines.datasets import DATASETS, convert, split_guardreasoner
-from pipelines.eval_rows import EvalRow, load_category_map, read_rows, write_rows
+from pipelines.evaluate.category_maps import BUILTIN_MAPS
+from pipelines.evaluate.datasets import DATASETS, convert, split_guardreasoner
+from pipelines.evaluate.rows import EvalRow, load_category_map, read_rows, write_rows
 from workers.errors import InputError
 
 

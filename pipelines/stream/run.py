@@ -81,9 +81,9 @@ def start_stream(settings: Settings, *, pools: Any = None) -> StreamHandle:
     """Ensure topics, start the model pools (unless given) and the worker actors; Ray must be initialised."""
     import ray
 
-    from pipelines.topics import ensure_stream_topics
-    from workers.pool import ModelPools
-    from workers.stream_worker import start_stream_workers
+    from pipelines.stream.topics import ensure_stream_topics
+    from workers.serving.pool import ModelPools
+    from workers.stream.worker import start_stream_workers
 
     ensure_stream_topics(settings)
     owns_pools = pools is None

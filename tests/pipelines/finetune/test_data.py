@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from pipelines.eval_rows import EvalRow
-from pipelines.finetune_data import AugmentConfig, Augmenter, TrainingExample, subset_taxonomy
+from pipelines.evaluate.rows import EvalRow
+from pipelines.finetune.data import AugmentConfig, Augmenter, TrainingExample, subset_taxonomy
 from schemas.events import Message
 from schemas.taxonomy import Generation, Taxonomy
 

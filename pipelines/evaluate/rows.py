@@ -98,7 +98,7 @@ def write_rows(rows: Iterable[EvalRow], path: Path) -> int:
 
 def load_category_map(value: str | Path) -> dict[str, tuple[str, ...]]:
     """A category map from a built-in name (``beavertails``…) or a JSON file ``{"label": "S1" | [...]}``."""
-    from pipelines.category_maps import BUILTIN_MAPS
+    from pipelines.evaluate.category_maps import BUILTIN_MAPS
 
     name = str(value)
     if name in BUILTIN_MAPS:

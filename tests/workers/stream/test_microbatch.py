@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.microbatch import MicroBatcher
+from workers.stream.microbatch import MicroBatcher
 
 
 class Clock:

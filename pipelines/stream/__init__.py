@@ -1,0 +1,1 @@
+"""The Kafka-side commands: ``stream`` (``run``), ``demo``, ``produce`` and ``topics``."""
