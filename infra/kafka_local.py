@@ -141,18 +141,19 @@ class KafkaService(LocalService):
 
     def probe(self) -> bool:
         """A metadata request through the admin client: the broker is up and has joined its quorum."""
-        from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
+
+        from workers import kafka_clients
 
         if not port_open(*self.host_port):
             return False
         with _quiet_kafka_client():
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
+                admin = kafka_clients.admin(
+                    self.settings,
+                    client_id="guardstream-infra-probe",
                     request_timeout_ms=5000,
                     bootstrap_timeout_ms=5000,
-                    client_id="guardstream-infra-probe",
                 )
             except (KafkaError, OSError, ValueError):
                 return False

@@ -218,9 +218,7 @@ def run_backfill(
     started, done, rows_seen, stopped = time.perf_counter(), 0, 0, False
     first_batch_s, first_batch_rows = 0.0, 0
     if pending:
-        kafka = (
-            KafkaVerdictPublisher(settings.kafka_bootstrap, options.to_kafka) if options.to_kafka else None
-        )
+        kafka = KafkaVerdictPublisher(settings, options.to_kafka) if options.to_kafka else None
         collector = ShardCollector(pending)
         bar = tqdm(total=sum(s.rows for s in pending), unit="row", disable=not options.progress)
         owns_ray = _start_ray(settings)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.backfill.rows import BadRow
 from schemas.verdicts import Verdict
+from workers.settings import Settings
 
 VERDICTS_DIR = "verdicts"
 ERRORS_DIR = "errors"
@@ -115,35 +116,29 @@ class ParquetShardWriter:
 
 
 class KafkaVerdictPublisher:
-    """``--to-kafka TOPIC``: every verdict of a shard, keyed ``tenant:conversation``, acked by all replicas.
+    """``--to-kafka TOPIC``: every verdict of a shard, keyed ``tenant:conversation``, through the stream's
+    ``KafkaSink`` (the same idempotent ``acks=all`` producer from ``workers.kafka_clients``).
 
     A shard is published and flushed before it is marked finished, so delivery is at-least-once: a shard
     recomputed after an interrupt may publish some verdicts twice, and consumers dedupe by ``event_id``.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        from kafka import KafkaProducer
+    def __init__(self, settings: Settings, topic: str) -> None:
+        from workers.stream.sinks import KafkaSink
 
         self.topic = topic
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","),
-            acks="all",
-            retries=5,
-            linger_ms=20,
-            key_serializer=lambda key: key.encode("utf-8"),
-            value_serializer=lambda value: value.encode("utf-8"),
-        )
+        self._sink = KafkaSink(settings)
 
     def publish(self, verdicts: Sequence[Verdict]) -> None:
-        futures = [
-            self._producer.send(
-                self.topic, key=f"{v.tenant_id}:{v.conversation_id}", value=v.model_dump_json()
-            )
-            for v in verdicts
-        ]
-        self._producer.flush()
-        for future in futures:
-            future.get(timeout=30)
+        """Send and wait; raises the broker's error if a verdict was refused after the producer's retries."""
+        from workers.stream.sinks import Output
+
+        for position, v in enumerate(verdicts):
+            key = f"{v.tenant_id}:{v.conversation_id}".encode()
+            self._sink.send(Output(self.topic, key, v, self.topic, position))
+        failed = self._sink.failures()
+        if failed and failed[0].error is not None:
+            raise failed[0].error
 
     def close(self) -> None:
-        self._producer.close()
+        self._sink.close(timeout_s=None)

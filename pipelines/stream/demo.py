@@ -140,10 +140,11 @@ def _send(settings: Settings, records: list[tuple[bytes | None, bytes]]) -> None
 
 def _reader(settings: Settings, topics: list[str]) -> Any:
     """A group-less consumer positioned at the current end of ``topics`` (only this run's outputs)."""
-    from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    from workers import kafka_clients
+
+    consumer = kafka_clients.reader(settings)
     parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
     consumer.assign(parts)
     consumer.seek_to_end(*parts)

@@ -59,13 +59,11 @@ def produce_records(
     settings: Settings, records: Iterator[tuple[bytes | None, bytes]], *, topic: str | None = None
 ) -> ProduceReport:
     """Send records with acks=all and wait until the broker has them all."""
-    from kafka import KafkaProducer
-
-    from workers.stream.sinks import ensure_topics
+    from workers import kafka_clients
 
     target = topic or settings.input_topic
-    ensure_topics(settings, [target])
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    kafka_clients.ensure_topics(settings, [target])
+    producer = kafka_clients.producer(settings, client_id="guardstream-produce")
     sent = keyless = 0
     try:
         futures = []

@@ -31,7 +31,7 @@ def ensure_stream_topics(settings: Settings, *, with_policies: bool = True) -> l
     not fatal here, the sink creates those topics on first use.
     """
     from workers.errors import PolicyStoreUnavailable
-    from workers.stream.sinks import ensure_topics
+    from workers.kafka_clients import ensure_topics
 
     policies: list[TenantPolicy] = []
     if with_policies:

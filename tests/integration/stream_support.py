@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from pipelines.stream.run import StreamReport, run_stream
+from workers import kafka_clients
+from workers.kafka_clients import ensure_topics
 from workers.settings import Settings
-from workers.stream.sinks import ensure_topics
 
 
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
@@ -56,10 +56,9 @@ def isolated(base: Settings, **overrides: Any) -> Settings:
 
 def delete_topics_of(settings: Settings) -> None:
     """Remove the topics ``isolated`` named for this settings' group (best effort: never fails a test)."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="guardstream-tests")
+    admin = kafka_clients.admin(settings, client_id="guardstream-tests")
     try:
         mine = [t for t in admin.list_topics() if t.startswith(f"{settings.consumer_group}.")]
         if mine:
@@ -89,7 +88,7 @@ class Sent:
 def produce(settings: Settings, records: Sequence[tuple[bytes | None, bytes]]) -> list[Sent]:
     """Send records to the input topic (acks=all) and return where each landed."""
     ensure_topics(settings, [settings.input_topic])
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2)
+    producer = kafka_clients.producer(settings, client_id="guardstream-tests")
     try:
         futures = [(k, v, producer.send(settings.input_topic, key=k, value=v)) for k, v in records]
         producer.flush()
@@ -120,9 +119,8 @@ class TopicReader:
 
     def __init__(self, settings: Settings, topics: list[str], *, read_committed: bool = False) -> None:
         ensure_topics(settings, topics)
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_auto_commit=False,
+        self._consumer = kafka_clients.reader(
+            settings,
             fetch_max_wait_ms=50,
             isolation_level="read_committed" if read_committed else "read_uncommitted",
         )
@@ -204,7 +202,7 @@ def streaming(settings: Settings, pools: Any, **kwargs: Any) -> Iterator[Running
 
 def committed(settings: Settings) -> dict[int, int]:
     """The consumer group's committed offsets on the input topic, by partition."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
+    consumer = kafka_clients.reader(settings, group_id=settings.consumer_group)
     try:
         parts = sorted(consumer.partitions_for_topic(settings.input_topic) or ())
         return {p: consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts}
@@ -213,7 +211,7 @@ def committed(settings: Settings) -> dict[int, int]:
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = kafka_clients.reader(settings)
     try:
         parts = [
             TopicPartition(settings.input_topic, p)

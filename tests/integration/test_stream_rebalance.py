@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 
 from schemas.policy import TenantPolicy
 from tests.integration.stream_support import (
@@ -31,11 +30,12 @@ from tests.integration.stream_support import (
     reading,
     start_in_thread,
 )
+from workers import kafka_clients
 from workers.engine import Engine, ScoreRequest, ScoreResult
+from workers.kafka_clients import ensure_topics
 from workers.policies.redis_store import RedisPolicyStore
 from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
-from workers.stream.sinks import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def second_member(settings: Settings) -> Iterator[None]:
     stops would hold every later rebalance of the group for its whole rebalance timeout."""
     other = f"{settings.consumer_group}.other"
     ensure_topics(settings, [other])
-    joiner = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.consumer_group)
+    joiner = kafka_clients.reader(settings, group_id=settings.consumer_group)
     joiner.subscribe([other])
     stop, joined = threading.Event(), threading.Event()
 

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 from pydantic import BaseModel
 
 from schemas.events import ConversationEvent
 from schemas.verdicts import DeadLetter, DeadLetterCode
+from workers import kafka_clients
 from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
 from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ConsumerStuckError
@@ -85,13 +85,7 @@ class WorkerStats(BaseModel):
     running: bool = False
 
 
-SESSION_TIMEOUT_MS = 10_000
-"""A dead worker's partitions move after 10 s instead of the client default 45 s."""
-
-MAX_POLL_INTERVAL_MS = 25_000
-"""Rebalance timeout: how long the group waits for its members to rejoin."""
-
-REJOIN_TIMEOUT_S = 3 * SESSION_TIMEOUT_MS / 1000
+REJOIN_TIMEOUT_S = 3 * kafka_clients.SESSION_TIMEOUT_MS / 1000
 """A rebalance this consumer is in must end within this; else the consumer is rebuilt (``_check_rejoin``)."""
 
 
@@ -106,26 +100,7 @@ class StreamLoop:
             settings.batch_size, settings.batch_max_wait_ms / 1000
         )
         self._scoring = Scoring(pools, timeout_s=settings.score_timeout_s)
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.consumer_group,
-            client_id=f"guardstream-{worker_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=max(settings.batch_size * 4, 64),
-            fetch_max_wait_ms=100,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-            # Also the rebalance timeout: a member that doesn't rejoin within it (e.g. a wedged client, see
-            # _check_rejoin) is dropped by the broker, so the others' rebalance ends before their own
-            # REJOIN_TIMEOUT_S instead of after the 5-minute default. The loop polls every <= 100 ms; only a
-            # drain this long would miss it (its commits then fail and the records are re-read).
-            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-            heartbeat_interval_ms=2_000,
-            # A consumer that joins before a just-created topic reaches the broker's metadata gets no
-            # partitions until its next metadata refresh; the client default (5 min) would stall it that long.
-            metadata_max_age_ms=5_000,
-        )
+        self._consumer = kafka_clients.stream_consumer(settings, worker_id=worker_id)
         self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
         self._paused = False
         self._reread_from: dict[TopicPartition, int] = {}

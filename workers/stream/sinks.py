@@ -5,27 +5,23 @@ carries the source record's partition and offset, and the broker's answer (ack o
 through a thread-safe queue the worker drains on its own thread. kafka-python runs delivery callbacks on the
 producer's I/O thread; touching the worker's offset ledger from there would race.
 
-Idempotence (on by default in kafka-python >= 2.2) keeps up to five in-flight requests per connection in
-order, so outputs released in input order land in that order.
+The producer comes from ``workers.kafka_clients`` (idempotent, ``acks=all``): outputs released in input
+order land in that order.
 """
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, Verdict
-from workers.logging import get_logger
+from workers import kafka_clients
 from workers.settings import Settings
-
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,31 +46,18 @@ class Delivery:
     error: BaseException | None = None
 
 
-def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
-    """Create the missing topics among ``names`` (``settings.topic_partitions`` and ``topic_replication``);
-    return those created.
+class VerdictSink(Protocol):
+    """Where verdicts and dead letters go: ``send`` queues one, ``flush`` returns once all sent are durable.
 
-    Idempotent and race-safe (another worker creating the same topic is not an error).
+    ``KafkaSink`` (the stream, transactional or not, and ``backfill --to-kafka``) and the backfill's
+    ``ParquetSink`` implement it.
     """
-    wanted = sorted(set(names))
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="guardstream-admin")
-    try:
-        missing = [name for name in wanted if name not in set(admin.list_topics())]
-        created: list[str] = []
-        for name in missing:
-            topic = NewTopic(
-                name, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication
-            )
-            try:
-                admin.create_topics([topic], wait_for_metadata=True)
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass
-        if created:
-            log.info("topics_created", topics=created, partitions=settings.topic_partitions)
-        return created
-    finally:
-        admin.close()
+
+    def send(self, output: Output) -> None: ...
+
+    def flush(self, timeout_s: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class KafkaSink:
@@ -84,15 +67,7 @@ class KafkaSink:
         self._settings = settings
         self._deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._known_topics: set[str] = set()
-        self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id="guardstream-sink",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_block_ms=30_000,
-            transactional_id=transactional_id,
-        )
+        self._producer = kafka_clients.producer(settings, transactional_id=transactional_id)
         self.transactional = transactional_id is not None
         if self.transactional:
             self._producer.init_transactions()
@@ -100,7 +75,7 @@ class KafkaSink:
     def send(self, output: Output) -> None:
         """Queue one output; its ``Delivery`` appears in ``deliveries()`` once the broker answers."""
         if output.topic not in self._known_topics:
-            ensure_topics(self._settings, [output.topic])
+            kafka_clients.ensure_topics(self._settings, [output.topic])
             self._known_topics.add(output.topic)
         try:
             future = self._producer.send(output.topic, key=output.key, value=output.value())
@@ -122,6 +97,11 @@ class KafkaSink:
     def flush(self, timeout_s: float | None = None) -> None:
         self._producer.flush(timeout=timeout_s)
 
+    def failures(self) -> list[Delivery]:
+        """Wait for every send and return those the broker refused (a caller that resends nothing)."""
+        self.flush()
+        return [d for d in self.deliveries() if d.error is not None]
+
     # --- exactly-once -----------------------------------------------------------------------------------
     def begin(self) -> None:
         self._producer.begin_transaction()
@@ -138,5 +118,5 @@ class KafkaSink:
     def abort(self) -> None:
         self._producer.abort_transaction()
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float | None = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
