@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -109,22 +109,47 @@ class Taxonomy(BaseModel):
         return self
 
     def resolve(self) -> tuple[Category, ...]:
-        """The categories exactly as they will appear in the prompt, in order, with final codes."""
-        if self.categories is not None:
-            return self.categories
-        assert self.generation is not None
-        builtin = builtin_taxonomy(self.generation)
-        if self.codes is None:
-            return builtin.categories
-        wanted = set(self.codes)
-        kept = tuple(c for c in builtin.categories if c.code in wanted)
-        if not self.renumber:
-            return kept
-        return tuple(
-            c.model_copy(update={"code": f"{builtin.code_prefix}{i + 1}"}) for i, c in enumerate(kept)
-        )
+        """The categories exactly as they will appear in the prompt, in order, with final codes.
+
+        Computed once per distinct taxonomy: a request's policy check, prompt, parse and verdict all ask.
+        """
+        return _resolve(self)
+
+    def only(self, code: str) -> Taxonomy:
+        """The taxonomy holding only ``code`` (a final code), for the paper's 1-vs-all protocol.
+
+        A built-in subset stays a subset of the generation (so the prompt keeps its wording); a renumbered
+        one maps ``code`` back to the original. ``ValueError`` when the taxonomy lacks ``code``.
+        """
+        resolved = self.resolve()
+        codes = [c.code for c in resolved]
+        if code not in codes:
+            raise ValueError(f"category_codes names {code!r}, which the request's taxonomy does not have")
+        index = codes.index(code)
+        if self.generation is None:
+            return Taxonomy(categories=(resolved[index],))
+        wanted = self.codes
+        originals = [
+            c.code for c in builtin_taxonomy(self.generation).categories if not wanted or c.code in wanted
+        ]
+        return Taxonomy(generation=self.generation, codes=(originals[index],))
 
     @property
     def is_builtin_default(self) -> bool:
         """True when the prompt may use the generation's verbatim default block."""
         return self.generation is not None and self.codes is None
+
+
+@lru_cache(maxsize=1024)
+def _resolve(taxonomy: Taxonomy) -> tuple[Category, ...]:
+    if taxonomy.categories is not None:
+        return taxonomy.categories
+    assert taxonomy.generation is not None
+    builtin = builtin_taxonomy(taxonomy.generation)
+    if taxonomy.codes is None:
+        return builtin.categories
+    wanted = set(taxonomy.codes)
+    kept = tuple(c for c in builtin.categories if c.code in wanted)
+    if not taxonomy.renumber:
+        return kept
+    return tuple(c.model_copy(update={"code": f"{builtin.code_prefix}{i + 1}"}) for i, c in enumerate(kept))

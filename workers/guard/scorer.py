@@ -31,7 +31,7 @@ import structlog
 import torch
 
 from schemas.events import Message, Side
-from schemas.taxonomy import Taxonomy, builtin_taxonomy
+from schemas.taxonomy import Taxonomy
 from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ScoringError
 from workers.guard.kv_batch import (
@@ -65,22 +65,6 @@ class _Row:
     suffix: list[int]
     score: float = 0.0
     generated: list[int] | None = None
-
-
-def one_category_taxonomy(taxonomy: Taxonomy, code: str) -> Taxonomy:
-    """The taxonomy holding only ``code``, for the paper's 1-vs-all protocol."""
-    resolved = taxonomy.resolve()
-    codes = [c.code for c in resolved]
-    if code not in codes:
-        raise ScoringError(f"category_codes names {code!r}, which the request's taxonomy does not have")
-    index = codes.index(code)
-    if taxonomy.generation is None:
-        return Taxonomy(categories=(resolved[index],))
-    wanted = taxonomy.codes
-    originals = [
-        c.code for c in builtin_taxonomy(taxonomy.generation).categories if not wanted or c.code in wanted
-    ]
-    return Taxonomy(generation=taxonomy.generation, codes=(originals[index],))
 
 
 class GuardScorer:
@@ -148,8 +132,8 @@ class GuardScorer:
             try:
                 mine = [self._row(i, request, request.taxonomy, None)]
                 for code in request.category_codes:
-                    mine.append(self._row(i, request, one_category_taxonomy(request.taxonomy, code), code))
-            except ScoringError as exc:
+                    mine.append(self._row(i, request, request.taxonomy.only(code), code))
+            except (ScoringError, ValueError) as exc:  # ValueError: Taxonomy.only, a code it lacks
                 log.warning("request_unscorable", request_id=request.request_id, error=str(exc))
                 errors[i] = str(exc)
                 continue

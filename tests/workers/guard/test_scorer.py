@@ -12,7 +12,7 @@ from schemas.events import Message, Side
 from schemas.taxonomy import Category, Generation, Taxonomy
 from workers.engine import ScoreRequest, ScoreResult
 from workers.guard.loading import LoadedGuard, load_guard
-from workers.guard.scorer import GuardScorer, one_category_taxonomy
+from workers.guard.scorer import GuardScorer
 from workers.settings import ModelSpec, Settings
 
 CUSTOM = Taxonomy(
@@ -88,7 +88,7 @@ def _check(
         assert result.score == pytest.approx(expected, abs=1e-4, rel=1e-3), request.request_id
         assert result.raw_output == _reference_answer(guard, request, max_new), request.request_id
         for code, score in result.category_scores.items():
-            single = one_category_taxonomy(request.taxonomy, code)
+            single = request.taxonomy.only(code)
             assert score == pytest.approx(_reference(guard, request, single), abs=1e-4, rel=1e-3)
         assert set(result.category_scores) == set(request.category_codes)
 
@@ -170,7 +170,7 @@ def test_positions_run_each_prefix_once_and_every_suffix(tiny_guard_path: Path) 
     fmt, tok = guard.prompt_format, guard.tokens
     requests = _requests(Taxonomy(generation=Generation.LG3), decode_at=None)
     prompts = [(r.taxonomy, r.messages, r.side) for r in requests]
-    prompts.append((one_category_taxonomy(requests[1].taxonomy, "S1"), requests[1].messages, "prompt"))
+    prompts.append((requests[1].taxonomy.only("S1"), requests[1].messages, "prompt"))
     full, prefixes = 0, {}
     for taxonomy, messages, side in prompts:
         rendered = fmt.render(taxonomy, messages, side)
