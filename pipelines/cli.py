@@ -1,15 +1,20 @@
 """The ``guardstream`` command line.
 
-Each command lives in its own module exposing ``register(app)``. Modules keep heavy imports (torch, ray,
-transformers, kafka) inside their command functions so that light commands such as ``render-prompt`` start
-fast and never import torch.
+Each command lives in its own module exposing ``register(app)``; the list below is the whole command set,
+as plain imports. Modules keep heavy imports (torch, ray, transformers, kafka clients) inside their command
+functions so that light commands such as ``render-prompt`` start fast and never import torch.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from pipelines import infra_cmds, moderate, policy_cmds, render
+from pipelines.backfill import cli as backfill
+from pipelines.evaluate import cli as evaluate
+from pipelines.finetune import cli as finetune
+from pipelines.stream import demo, produce, topics
+from pipelines.stream import run as stream
 
 app = typer.Typer(
     name="guardstream",
@@ -19,28 +24,26 @@ app = typer.Typer(
     add_completion=False,
 )
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "pipelines.render",
-    "pipelines.moderate",
-    "pipelines.infra_cmds",
-    "pipelines.policy_cmds",
-    "pipelines.stream.topics",
-    "pipelines.stream.produce",
-    "pipelines.stream.run",
-    "pipelines.stream.demo",
-    "pipelines.evaluate.cli",
-    "pipelines.finetune.cli",
-    "pipelines.backfill.cli",
+COMMANDS = (
+    render,
+    moderate,
+    infra_cmds,
+    policy_cmds,
+    topics,
+    produce,
+    stream,
+    demo,
+    evaluate,
+    finetune,
+    backfill,
 )
+"""In ``guardstream --help`` order."""
 
-
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(app)
+for command in COMMANDS:
+    command.register(app)
 
 
 def main() -> None:
-    _register_all()
     app()
 
 

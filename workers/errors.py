@@ -21,10 +21,6 @@ class UnknownModelError(ScoringError):
     """A policy routes to a model pool that this deployment does not configure (``settings.models``)."""
 
 
-class UnknownTenantError(GuardstreamError):
-    """An event names a tenant without a policy while unknown tenants are rejected."""
-
-
 class PolicyStoreUnavailable(GuardstreamError):
     """The policy store can't be reached and no cached policy exists for the tenant."""
 

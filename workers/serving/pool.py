@@ -9,14 +9,13 @@ by the driver (``ModelPools.start``) and passed to each stream-worker actor as a
 dispatches directly to the replicas. Batching across workers happens in the replicas themselves.
 
 Dispatch is least-outstanding (per copy, ties broken at random so workers spread out). ``submit`` returns
-at once, so a stream worker can keep polling Kafka while batches score, and ``result`` (or
-``result_async``) collects. A call slower than ``settings.score_timeout_s`` raises ``ScoringError``; a
-replica that died and could not be recovered by Ray's own task retries is retried once on another one.
+at once, so a stream worker can keep polling Kafka while batches score, and ``result`` collects. A call
+slower than ``settings.score_timeout_s`` raises ``ScoringError``; a replica that died and could not be
+recovered by Ray's own task retries is retried once on another one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Sequence
@@ -126,19 +125,6 @@ class ModelPools:
             self._done(pending)
             return results
 
-    async def result_async(self, pending: PendingScore) -> list[ScoreResult]:
-        """``result`` for callers running an event loop (async stream-worker actors)."""
-        while True:
-            try:
-                results: list[ScoreResult] = await asyncio.wait_for(
-                    pending.ref, self._remaining(pending, None)
-                )
-            except (TimeoutError, RayError) as exc:
-                pending = self._recover(pending, exc)
-                continue
-            self._done(pending)
-            return results
-
     def score(self, model: str, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Submit and wait: the blocking form."""
         return self.result(self.submit(model, requests))
@@ -181,7 +167,7 @@ class ModelPools:
         if isinstance(exc, _REPLICA_GONE):
             return self._retry(pending, exc)
         self._done(pending)
-        if isinstance(exc, TimeoutError):  # ray's GetTimeoutError and asyncio's both are
+        if isinstance(exc, TimeoutError):  # ray's GetTimeoutError is one
             ray.cancel(pending.ref)
             raise ScoringError(f"scoring {len(pending.requests)} requests timed out") from None
         cause = exc.cause if isinstance(exc, RayTaskError) else exc

@@ -84,9 +84,6 @@ class OutputStage:
         """Records polled whose offsets are not committable yet."""
         return self._ledger.in_flight()
 
-    def in_flight_of(self, tps: Iterable[TopicPartition]) -> int:
-        return sum(self._ledger.in_flight(tp) for tp in tps)
-
     @property
     def unreleased(self) -> int:
         """Records polled whose outputs are not produced yet (the backpressure measure)."""
