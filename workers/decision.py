@@ -1,16 +1,38 @@
-"""Turning an event, its tenant policy and a score into a ``Verdict`` — the same for stream, backfill and CLI.
+"""What becomes of an event: its tenant policy and its score (or why it has none) → a ``Verdict`` or a
+dead-letter reason. Stream, backfill and ``guardstream moderate`` all call ``event_outcome``, so a tenant's
+rules give the same answer on every path.
 
 Rule: ``unsafe`` when the overall score reaches the policy threshold, or when any 1-vs-all category score
 reaches that category's threshold. Listed categories are the codes the model decoded plus the codes whose
-own threshold was reached.
+own threshold was reached. A side the policy does not classify gets a ``skipped`` verdict; a scoring failure
+gets the policy's ``on_error``: an unsafe (fail-closed) or safe (fail-open) verdict with ``error`` set, or a
+``scoring_failed`` dead letter.
 """
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
+
 from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
-from schemas.verdicts import CategoryVerdict, Verdict
+from schemas.verdicts import CategoryVerdict, DeadLetterCode, Verdict
 from workers.engine import ScoreRequest, ScoreResult
+from workers.logging import get_logger
+from workers.policies.base import PolicyLookup
+
+log = get_logger(__name__)
+
+
+class DeadLetterReason(BaseModel):
+    """An event that gets no verdict: why, for the caller to file with the raw record it holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: DeadLetterCode
+    reason: str
+
+
+Outcome = Verdict | DeadLetterReason
 
 
 def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreRequest:
@@ -28,6 +50,43 @@ def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreReques
 def side_skipped(event: ConversationEvent, policy: TenantPolicy) -> bool:
     """True when the tenant does not classify this event's side; it gets a verdict with ``skipped``."""
     return event.side not in policy.sides
+
+
+def event_outcome(
+    event: ConversationEvent,
+    lookup: PolicyLookup,
+    scored: ScoreResult | str | None,
+    *,
+    model: str,
+    latency_ms: float = 0.0,
+) -> Outcome:
+    """The event's verdict or dead-letter reason.
+
+    ``scored`` is the engine's result, or a string saying why the event's batch could not be scored; it is
+    ignored (and may be None) when the policy skips the event's side. ``model`` is the model label verdicts
+    name (``Engine.model_name``), the same whether the event was scored, skipped or failed.
+    """
+    policy, stale = lookup.policy, lookup.stale
+    if side_skipped(event, policy):
+        return skipped_verdict(event, policy, model=model, policy_stale=stale)
+    if scored is None:
+        raise ValueError(f"event {event.event_id!r} needs a score or a scoring error")
+    error = scored if isinstance(scored, str) else scored.error
+    if error is None and isinstance(scored, ScoreResult):
+        return decide(event, policy, scored, model=model, latency_ms=latency_ms, policy_stale=stale)
+    pool = policy.route.model
+    log.warning(
+        "scoring_failed",
+        event_id=event.event_id,
+        tenant_id=event.tenant_id,
+        pool=pool,
+        on_error=policy.on_error,
+        error=error,
+    )
+    if policy.on_error == "dead-letter":
+        reason = f"scoring failed on model pool {pool!r}: {error}"
+        return DeadLetterReason(code=DeadLetterCode.SCORING_FAILED, reason=reason)
+    return error_verdict(event, policy, model=model, error=str(error), policy_stale=stale)
 
 
 def decide(

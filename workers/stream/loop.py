@@ -19,70 +19,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
-from pydantic import BaseModel
 
-from schemas.events import ConversationEvent
-from schemas.verdicts import DeadLetter, DeadLetterCode
+from schemas.verdicts import DeadLetter
 from workers import kafka_clients
-from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
-from workers.engine import ScoreRequest, ScoreResult
+from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
+from workers.engine import ScoreResult
 from workers.errors import ConsumerStuckError
 from workers.intake import Source, dead_letter, parse_record, resolve_policy
 from workers.logging import get_logger
-from workers.policies.base import PolicyLookup, PolicyStore
+from workers.policies.base import PolicyStore
 from workers.settings import Settings
+from workers.stream.items import Item, Pools, WorkerStats
 from workers.stream.microbatch import MicroBatcher
 from workers.stream.output import Body, OutputStage
 from workers.stream.scoring import InFlight, Scoring
 
 log = get_logger(__name__)
-
-
-class Pools(Protocol):
-    """What the loop needs from ``workers.serving.pool.ModelPools``: submit, collect, label."""
-
-    def submit(self, model: str, requests: Sequence[ScoreRequest]) -> Any: ...
-
-    def result(self, pending: Any, timeout_s: float | None = None) -> list[ScoreResult]: ...
-
-    def model_label(self, model: str) -> str: ...
-
-
-@dataclass
-class Item:
-    """A valid event waiting for its score, with what is needed to answer and commit it."""
-
-    event: ConversationEvent
-    lookup: PolicyLookup
-    tp: TopicPartition
-    offset: int
-    key: bytes | None
-    raw: bytes
-    received_at: float = field(default_factory=time.monotonic)
-
-    def source(self) -> Source:
-        key = self.key.decode("utf-8", "replace") if self.key is not None else None
-        return Source(self.tp.topic, self.tp.partition, self.offset, key)
-
-
-class WorkerStats(BaseModel):
-    """Counters for operators, the ``stream`` command's exit conditions and tests."""
-
-    worker_id: str
-    consumed: int = 0
-    verdicts: int = 0
-    dead_letters: int = 0
-    scoring_errors: int = 0
-    batches: int = 0
-    in_flight: int = 0
-    idle_s: float = 0.0
-    committed: dict[str, int] = {}
-    running: bool = False
 
 
 REJOIN_TIMEOUT_S = 3 * kafka_clients.SESSION_TIMEOUT_MS / 1000
@@ -212,13 +168,13 @@ class StreamLoop:
         lookup = resolve_policy(event, self._store, unknown_tenant=unknown, raw=raw, source=source)
         if isinstance(lookup, DeadLetter):
             return self._out.complete(tp, record.offset, record.key, lookup)
-        policy = lookup.policy
-        if side_skipped(event, policy):
-            verdict = skipped_verdict(event, policy, model=policy.route.model, policy_stale=lookup.stale)
-            return self._out.complete(tp, record.offset, record.key, verdict, policy.route.verdict_topic)
-        full = self._batcher.add(policy.route.model, Item(event, lookup, tp, record.offset, record.key, raw))
+        item = Item(event, lookup, tp, record.offset, record.key, raw)
+        pool = lookup.policy.route.model
+        if side_skipped(event, lookup.policy):
+            return self._complete(item, None, self._scoring.model_name(pool))
+        full = self._batcher.add(pool, item)
         if full is not None:
-            self._submit(policy.route.model, full)
+            self._submit(pool, full)
 
     # --- scoring ----------------------------------------------------------------------------------------
     def _submit(self, model: str, items: list[Item]) -> None:
@@ -226,44 +182,30 @@ class StreamLoop:
         self._scoring.submit(model, items, [build_request(i.event, i.lookup.policy) for i in items])
 
     def _answer(self, batch: InFlight, results: list[ScoreResult] | None, error: str | None) -> None:
-        now = time.monotonic()
         model = self._scoring.model_name(batch.model)
         for index, item in enumerate(batch.items):
-            policy, stale = item.lookup.policy, item.lookup.stale
-            body: Body
-            reason = error if results is None else results[index].error
-            if reason is None and results is not None:
-                latency = (now - item.received_at) * 1000
-                body = decide(
-                    item.event, policy, results[index], model=model, latency_ms=latency, policy_stale=stale
-                )
-            else:
-                body = self._failed(item, batch.model, model, str(reason))
-            self._out.complete(item.tp, item.offset, item.key, body, policy.route.verdict_topic)
+            self._complete(item, error if results is None else results[index], model)
 
-    def _failed(self, item: Item, pool: str, model: str, error: str) -> Body:
-        """The tenant's ``on_error`` outcome for an event whose batch could not be scored."""
-        self._counts["scoring_errors"] += 1
-        policy, event = item.lookup.policy, item.event
-        log.warning(
-            "scoring_failed",
-            event_id=event.event_id,
-            tenant_id=event.tenant_id,
-            pool=pool,
-            on_error=policy.on_error,
-            error=error,
-        )
-        if policy.on_error == "dead-letter":
-            reason = f"scoring failed on model pool {pool!r}: {error}"
-            return dead_letter(
-                DeadLetterCode.SCORING_FAILED,
-                reason,
+    def _complete(self, item: Item, scored: ScoreResult | str | None, model: str) -> None:
+        """Hand the event's outcome (``workers.decision.event_outcome``) to the output stage."""
+        latency = (time.monotonic() - item.received_at) * 1000
+        outcome = event_outcome(item.event, item.lookup, scored, model=model, latency_ms=latency)
+        body: Body
+        if isinstance(outcome, DeadLetterReason):
+            event = item.event
+            body = dead_letter(
+                outcome.code,
+                outcome.reason,
                 item.raw,
                 item.source(),
                 event_id=event.event_id,
                 tenant_id=event.tenant_id,
             )
-        return error_verdict(event, policy, model=model, error=error, policy_stale=item.lookup.stale)
+        else:
+            body = outcome
+        if isinstance(outcome, DeadLetterReason) or outcome.error is not None:
+            self._counts["scoring_errors"] += 1
+        self._out.complete(item.tp, item.offset, item.key, body, item.lookup.policy.route.verdict_topic)
 
     # --- flow control -----------------------------------------------------------------------------------
     def _backpressure(self) -> None:

@@ -16,7 +16,8 @@ import ray
 
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings
-from workers.stream.loop import Pools, StreamLoop, WorkerStats
+from workers.stream.items import Pools, WorkerStats
+from workers.stream.loop import StreamLoop
 
 log = get_logger(__name__)
 
