@@ -1,11 +1,15 @@
 """``guardstream moderate``: score conversation events from a file or stdin and print one verdict each.
 
 The same path as the stream, without Kafka or Ray: event -> tenant policy -> ``build_request`` ->
-``LocalEngine`` -> ``decide``. The policy is, in order: ``--policy FILE`` (repeatable; a single policy
-applies to every event, several are looked up by ``tenant_id`` and unknown tenants get the model's
-default taxonomy), ``--taxonomy FILE`` (a Taxonomy JSON), or the loaded model's own default taxonomy;
-``--threshold`` overrides the policy's threshold.
-Input is one JSON event, a JSON list of events, or JSONL (one event per line, blank lines skipped).
+``LocalEngine`` -> ``workers.decision.event_outcome``. An event whose outcome is a dead letter (scoring
+failed under ``on_error: dead-letter``) gets an ``error:`` line on stderr instead of a verdict, and the
+command exits 1 once every event is answered.
+
+The policy is, in order: ``--policy FILE`` (repeatable; a single policy applies to every event, several are
+looked up by ``tenant_id`` and unknown tenants get the model's default taxonomy), ``--taxonomy FILE`` (a
+Taxonomy JSON), or the loaded model's own default taxonomy; ``--threshold`` overrides the policy's
+threshold. Input is one JSON event, a JSON list of events, or JSONL (one event per line, blank lines
+skipped).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
 from schemas.taxonomy import Generation, Taxonomy
 from schemas.verdicts import Verdict
+from workers.decision import DeadLetterReason
 from workers.errors import InputError
 from workers.settings import ModelSpec, Settings, get_settings
 
@@ -61,13 +66,6 @@ def parse_events(text: str, source: str) -> list[ConversationEvent]:
     return events
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{what} {path}: {exc}") from None
-
-
 class PolicyChoice:
     """Which policy each event is judged under (module docstring)."""
 
@@ -101,47 +99,50 @@ def load_policies(
         raise InputError("give --policy or --taxonomy, not both")
     if taxonomy is not None:
         try:
-            return [], Taxonomy.model_validate(_read_json(taxonomy, "taxonomy file"))
+            data = json.loads(taxonomy.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"taxonomy file {taxonomy}: {exc}") from None
+        try:
+            return [], Taxonomy.model_validate(data)
         except ValidationError as exc:
             raise InputError(f"taxonomy file {taxonomy}: {one_line(exc)}") from None
-    policies = []
-    for path in policy_files:
-        data = _read_json(path, "policy file")
-        items = data.get("policies", data) if isinstance(data, dict) else data
-        try:
-            policies += [
-                TenantPolicy.model_validate(i) for i in (items if isinstance(items, list) else [items])
-            ]
-        except ValidationError as exc:
-            raise InputError(f"policy file {path}: {one_line(exc)}") from None
-    return policies, None
+    from workers.policies.file_store import policies_in, read_policy_file
+
+    return [p for path in policy_files for p in policies_in(read_policy_file(path), path)], None
 
 
-def moderate_events(events: Sequence[ConversationEvent], choice: PolicyChoice, engine: Any) -> list[Verdict]:
-    """Verdicts for ``events`` in order, scoring them in chunks through ``engine``."""
-    from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
+def moderate_events(
+    events: Sequence[ConversationEvent], choice: PolicyChoice, engine: Any
+) -> list[Verdict | DeadLetterReason]:
+    """Each event's outcome in order (a verdict or a dead-letter reason), scored in chunks by ``engine``.
 
-    verdicts: list[Verdict] = []
+    A chunk the engine cannot score at all is each event's policy's ``on_error``, as on the stream.
+    """
+    from workers.decision import build_request, event_outcome, side_skipped
+    from workers.errors import ScoringError
+    from workers.policies.base import PolicyLookup
+
+    outcomes: list[Verdict | DeadLetterReason] = []
     for start in range(0, len(events), CHUNK):
         chunk = events[start : start + CHUNK]
-        policies = [choice.for_event(e) for e in chunk]
-        todo = [i for i, (e, p) in enumerate(zip(chunk, policies, strict=True)) if not side_skipped(e, p)]
+        lookups = [PolicyLookup(policy=choice.for_event(e)) for e in chunk]
+        todo = [
+            i for i, (e, lk) in enumerate(zip(chunk, lookups, strict=True)) if not side_skipped(e, lk.policy)
+        ]
         began = time.perf_counter()
-        results = engine.score([build_request(chunk[i], policies[i]) for i in todo])
+        scored: list[Any]
+        try:
+            scored = engine.score([build_request(chunk[i], lookups[i].policy) for i in todo])
+        except ScoringError as exc:
+            scored = [str(exc)] * len(todo)
         latency_ms = (time.perf_counter() - began) * 1000
-        by_index = dict(zip(todo, results, strict=True))
-        for i, (event, policy) in enumerate(zip(chunk, policies, strict=True)):
-            result = by_index.get(i)
-            if result is not None and result.error is not None:  # the policy's on_error, error shown
-                verdict = error_verdict(
-                    event, policy, model=engine.model_name, error=result.error, policy_stale=False
-                )
-            elif result is not None:
-                verdict = decide(event, policy, result, model=engine.model_name, latency_ms=latency_ms)
-            else:
-                verdict = skipped_verdict(event, policy, model=engine.model_name, policy_stale=False)
-            verdicts.append(verdict)
-    return verdicts
+        by_index = dict(zip(todo, scored, strict=True))
+        for i, (event, lookup) in enumerate(zip(chunk, lookups, strict=True)):
+            outcome = event_outcome(
+                event, lookup, by_index.get(i), model=engine.model_name, latency_ms=latency_ms
+            )
+            outcomes.append(outcome)
+    return outcomes
 
 
 def print_table(verdicts: Sequence[Verdict]) -> None:
@@ -204,9 +205,18 @@ def register(app: typer.Typer) -> None:
 
             engine = LocalEngine(spec, settings)
             choice = PolicyChoice(policies, tax, threshold, engine.guard.prompt_format.generation)
-            verdicts = moderate_events(events, choice, engine)
+            outcomes = moderate_events(events, choice, engine)
+        verdicts = [o for o in outcomes if isinstance(o, Verdict)]
         if table:
             print_table(verdicts)
-            return
-        for verdict in verdicts:
-            typer.echo(verdict.model_dump_json())
+        else:
+            for verdict in verdicts:
+                typer.echo(verdict.model_dump_json())
+        dead = [(e, o) for e, o in zip(events, outcomes, strict=True) if isinstance(o, DeadLetterReason)]
+        for event, reason in dead:
+            typer.echo(
+                f"error: event {event.event_id} ({event.tenant_id}): {reason.code.value}: {reason.reason}",
+                err=True,
+            )
+        if dead:
+            raise typer.Exit(code=1)

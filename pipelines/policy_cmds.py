@@ -7,7 +7,6 @@ half-apply; the store assigns the next version and notifies running stream worke
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,18 +40,19 @@ def load_policy_file(tenant_id: str, path: Path) -> TenantPolicy:
 
     ``version`` and ``updated_at`` in the file are ignored: the store assigns them.
     """
-    try:
-        data = json.loads(Path(path).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"policy file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"policy file {path}: expected one JSON object, got {type(data).__name__}")
+    from workers.policies.file_store import policies_in, read_policy_file
+
+    data = read_policy_file(path)
+    if not isinstance(data, dict) or "policies" in data:
+        got = "a list of policies" if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"policy file {path}: expected one TenantPolicy object, got {got}")
     named = data.setdefault("tenant_id", tenant_id)
     if named != tenant_id:
         raise InputError(f"policy file {path} is for tenant {named!r}, not {tenant_id!r}")
     data.pop("version", None)
     data.pop("updated_at", None)
-    return TenantPolicy.model_validate(data)
+    (policy,) = policies_in(data, path)
+    return policy
 
 
 def _print(policy: TenantPolicy) -> None:

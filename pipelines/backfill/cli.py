@@ -6,34 +6,27 @@ Heavy imports (ray, torch, matplotlib) happen inside the command so ``guardstrea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from pipelines.errors import user_errors
-from schemas.policy import TenantPolicy
 from workers.errors import InputError
 from workers.settings import ModelSpec, Settings, get_settings
 
+if TYPE_CHECKING:
+    from workers.policies.file_store import FilePolicyStore
 
-def load_policies(source: Literal["file", "redis"], paths: list[Path]) -> dict[str, TenantPolicy] | None:
-    """Policies by tenant from the ``--policy`` files (each may hold several tenants); None: Redis."""
+
+def load_policies(source: Literal["file", "redis"], paths: list[Path]) -> FilePolicyStore | None:
+    """The ``--policy`` files as one store (each file may hold several tenants); None: Redis."""
+    from workers.policies.file_store import FilePolicyStore
+
     if source == "redis":
         if paths:
             raise InputError("--policy and --policy-source redis exclude each other")
         return None
-    from workers.policies.file_store import FilePolicyStore
-
-    policies: dict[str, TenantPolicy] = {}
-    for path in paths:
-        store = FilePolicyStore.from_file(path)
-        for tenant in store.tenants():
-            lookup = store.lookup(tenant)
-            if tenant in policies:
-                raise InputError(f"tenant {tenant!r} has a policy in more than one --policy file")
-            if lookup is not None:
-                policies[tenant] = lookup.policy
-    return policies
+    return FilePolicyStore.from_files(paths)
 
 
 def with_model(settings: Settings, model: Path | None) -> Settings:

@@ -25,26 +25,26 @@ from pipelines.backfill.manifest import BackfillManifest, save_manifest
 from pipelines.backfill.plan import BackfillOptions, prepare_manifest
 from pipelines.backfill.rows import RowLimits, bad_row, read_shard
 from pipelines.backfill.scoring import EngineFactory, ScorerWorker
-from pipelines.backfill.sinks import KafkaVerdictPublisher, ParquetShardWriter
+from pipelines.backfill.sinks import (
+    VERDICTS_DIR,
+    KafkaVerdictPublisher,
+    ParquetShardWriter,
+    ParquetSink,
+    SourcedVerdictRow,
+)
 from pipelines.backfill.sources import ShardSpec
-from schemas.policy import TenantPolicy
 from schemas.verdicts import Verdict
 from workers.errors import GuardstreamError, InputError
 from workers.logging import get_logger
+from workers.policies.file_store import FilePolicyStore
 from workers.settings import Settings
+from workers.stream.sinks import Output, VerdictSink
 
 log = get_logger(__name__)
 
 
 class IncompleteBackfill(GuardstreamError):
     """Some shards never came back whole (an input file changed or vanished while the job ran)."""
-
-
-@dataclass(frozen=True)
-class SourcedVerdictRow:
-    verdict: Verdict
-    source: str
-    position: int
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _dataset(
     pending: list[ShardSpec],
     options: BackfillOptions,
     settings: Settings,
-    policies: dict[str, TenantPolicy] | None,
+    policies: FilePolicyStore | None,
     engine_factory: EngineFactory | None,
 ) -> Any:
     import ray.data
@@ -182,9 +182,13 @@ def _finish_shard(
         if r["verdict"] is not None
     ]
     errors = [bad_row(shard, r) for r in rows if r["verdict"] is None]
-    outputs = writer.write(shard.name, verdicts, errors)
-    if kafka is not None:
-        kafka.publish([v.verdict for v in verdicts])
+    parquet = ParquetSink(writer, shard.name, errors)
+    sinks: list[VerdictSink] = [parquet] if kafka is None else [parquet, kafka]
+    for sink in sinks:
+        for item in verdicts:
+            sink.send(Output(VERDICTS_DIR, None, item.verdict, item.source, item.position))
+        sink.flush()
+    outputs = parquet.written
     manifest.mark_done(shard.shard_id, verdicts=len(verdicts), errors=len(errors), outputs=outputs)
     save_manifest(manifest, options.out)
     log.debug("shard_done", shard=shard.name, verdicts=len(verdicts), errors=len(errors))
@@ -203,7 +207,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 def run_backfill(
     options: BackfillOptions,
     settings: Settings,
-    policies: dict[str, TenantPolicy] | None,
+    policies: FilePolicyStore | None,
     *,
     engine_factory: EngineFactory | None = None,
 ) -> tuple[BackfillManifest, RunStats]:

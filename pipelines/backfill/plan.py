@@ -12,8 +12,8 @@ from pipelines.backfill.manifest import BackfillManifest, load_manifest, save_ma
 from pipelines.backfill.sinks import ERRORS_DIR, VERDICTS_DIR
 from pipelines.backfill.sources import discover, plan_shards
 from schemas.events import TENANT_PATTERN
-from schemas.policy import TenantPolicy
 from workers.errors import InputError
+from workers.policies.file_store import FilePolicyStore
 
 REPORT_FILES = ("report.md", "report.html", "score_histogram.png", "categories.png", "summary.json")
 
@@ -40,11 +40,11 @@ class BackfillOptions(BaseModel):
     progress: bool = True
 
 
-def policy_fingerprint(policies: dict[str, TenantPolicy] | None) -> str:
+def policy_fingerprint(policies: FilePolicyStore | None) -> str:
     """Changing the policies must not silently mix old and new verdicts in one output folder."""
     if policies is None:
         return "redis"
-    text = "\n".join(policies[t].model_dump_json() for t in sorted(policies))
+    text = "\n".join(p.model_dump_json() for p in policies.policies())
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -56,7 +56,7 @@ def clear_outputs(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def prepare_manifest(options: BackfillOptions, policies: dict[str, TenantPolicy] | None) -> BackfillManifest:
+def prepare_manifest(options: BackfillOptions, policies: FilePolicyStore | None) -> BackfillManifest:
     """The manifest to run: the existing one when this is the same backfill resumed, else a new plan."""
     files = tuple(discover(options.inputs))
     fingerprint = policy_fingerprint(policies)

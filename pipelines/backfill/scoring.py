@@ -1,33 +1,31 @@
 """The stateful Ray Data worker that turns validated rows into verdicts: one instance per replica.
 
 Ray Data constructs ``ScorerWorker`` once per actor (``concurrency=--replicas``), so the model is loaded once
-and reused for every batch. Verdicts come from ``workers.decision`` (``build_request``, ``decide``,
-``skipped_verdict``, ``error_verdict``), as for the stream and ``guardstream moderate``, so a backfilled
-verdict equals the live one for the same event and policy. Policies resolve through
+and reused for every batch. Each row's outcome comes from ``workers.decision.event_outcome``, as for the
+stream and ``guardstream moderate``, so a backfilled verdict equals the live one for the same event and
+policy. Policies resolve through
 ``workers.intake.resolve_policy``: unknown tenants and a policy-store outage are handled as on the stream.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from pipelines.backfill.rows import FILE_SOURCE, ROW_SCHEMA
 from schemas.events import ConversationEvent
-from schemas.policy import TenantPolicy
-from schemas.verdicts import DeadLetter, DeadLetterCode, Verdict
-from workers.decision import build_request, decide, error_verdict, side_skipped, skipped_verdict
-from workers.engine import Engine
+from schemas.verdicts import DeadLetter, DeadLetterCode
+from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
+from workers.engine import Engine, ScoreResult
 from workers.errors import GuardstreamError, ScoringError
 from workers.intake import resolve_policy
-from workers.logging import configure_logging, get_logger
+from workers.logging import configure_logging
 from workers.policies.base import PolicyLookup, PolicyStore
+from workers.policies.file_store import FilePolicyStore
 from workers.settings import ModelSpec, Settings
-
-log = get_logger(__name__)
 
 EngineFactory = Callable[[ModelSpec, Settings], Engine]
 
@@ -44,12 +42,10 @@ def local_engine(spec: ModelSpec, settings: Settings) -> Engine:
     return LocalEngine(spec, settings)
 
 
-def make_store(settings: Settings, policies: dict[str, TenantPolicy] | None) -> PolicyStore:
-    """The policies given on the command line, or the live Redis store when ``policies`` is None."""
+def make_store(settings: Settings, policies: FilePolicyStore | None) -> PolicyStore:
+    """The ``--policy`` files' store, or the live Redis store when ``policies`` is None."""
     if policies is not None:
-        from workers.policies.file_store import FilePolicyStore
-
-        return FilePolicyStore(policies)
+        return policies
     from workers.policies.redis_store import RedisPolicyStore
 
     return RedisPolicyStore(settings)
@@ -61,7 +57,7 @@ class ScorerWorker:
     def __init__(
         self,
         settings: Settings,
-        policies: dict[str, TenantPolicy] | None,
+        policies: FilePolicyStore | None,
         engine_factory: EngineFactory | None = None,
         torch_threads: int | None = None,
     ) -> None:
@@ -83,6 +79,13 @@ class ScorerWorker:
             self._engines[pool] = self._factory(spec, self._settings)
         return self._engines[pool]
 
+    def _label(self, pool: str) -> str:
+        """The model label verdicts name (the loaded engine's), or the pool's name if it can't load."""
+        try:
+            return self._engine(pool).model_name
+        except ScoringError:
+            return pool
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         out: list[dict[str, Any]] = []
@@ -103,9 +106,7 @@ class ScorerWorker:
             if isinstance(lookup, DeadLetter):
                 out.append(_error_row(row, lookup.error_code, lookup.reason, event_json))
             elif side_skipped(event, lookup.policy):
-                pool = lookup.policy.route.model
-                verdict = skipped_verdict(event, lookup.policy, model=pool, policy_stale=lookup.stale)
-                out.append({**row, "verdict": verdict.model_dump_json()})
+                out.append(self._row(row, event, lookup, None, self._label(lookup.policy.route.model), 0.0))
             else:
                 pools.setdefault(lookup.policy.route.model, []).append((row, event, lookup))
         for pool, items in pools.items():
@@ -117,29 +118,34 @@ class ScorerWorker:
     ) -> list[dict[str, Any]]:
         """One engine call for all of a pool's events; a failed call is each event's policy's ``on_error``."""
         started = time.perf_counter()
+        results: Sequence[ScoreResult | str]
         try:
             engine = self._engine(pool)
             results = engine.score([build_request(event, lookup.policy) for _, event, lookup in items])
         except (GuardstreamError, RuntimeError) as exc:
             if isinstance(exc, GuardstreamError) and not isinstance(exc, ScoringError):
                 raise
-            return [_failed(row, event, lookup, pool, str(exc)) for row, event, lookup in items]
+            results = [str(exc)] * len(items)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        scored = []
-        for (row, event, lookup), result in zip(items, results, strict=True):
-            if result.error is not None:
-                scored.append(_failed(row, event, lookup, pool, result.error))
-                continue
-            verdict = decide(
-                event,
-                lookup.policy,
-                result,
-                model=engine.model_name,
-                latency_ms=latency_ms,
-                policy_stale=lookup.stale,
-            )
-            scored.append({**row, "verdict": verdict.model_dump_json()})
-        return scored
+        label = self._label(pool)
+        return [
+            self._row(row, event, lookup, result, label, latency_ms)
+            for (row, event, lookup), result in zip(items, results, strict=True)
+        ]
+
+    @staticmethod
+    def _row(
+        row: dict[str, Any],
+        event: ConversationEvent,
+        lookup: PolicyLookup,
+        scored: ScoreResult | str | None,
+        model: str,
+        latency_ms: float,
+    ) -> dict[str, Any]:
+        outcome = event_outcome(event, lookup, scored, model=model, latency_ms=latency_ms)
+        if isinstance(outcome, DeadLetterReason):
+            return _error_row(row, outcome.code, outcome.reason, event.model_dump_json())
+        return {**row, "verdict": outcome.model_dump_json()}
 
 
 def _error_row(row: dict[str, Any], code: DeadLetterCode, reason: str, raw: str) -> dict[str, Any]:
@@ -151,22 +157,3 @@ def _error_row(row: dict[str, Any], code: DeadLetterCode, reason: str, raw: str)
         "encoding": "utf-8",
         "verdict": None,
     }
-
-
-def _failed(
-    row: dict[str, Any], event: ConversationEvent, lookup: PolicyLookup, pool: str, error: str
-) -> dict[str, Any]:
-    """Scoring was impossible: dead-letter the row, or a fail-open/closed verdict with ``error`` set."""
-    log.warning(
-        "scoring_failed",
-        event_id=event.event_id,
-        tenant_id=event.tenant_id,
-        pool=pool,
-        on_error=lookup.policy.on_error,
-        error=error,
-    )
-    if lookup.policy.on_error == "dead-letter":
-        reason = f"scoring failed on model pool {pool!r}: {error}"
-        return _error_row(row, DeadLetterCode.SCORING_FAILED, reason, event.model_dump_json())
-    verdict: Verdict = error_verdict(event, lookup.policy, model=pool, error=error, policy_stale=lookup.stale)
-    return {**row, "verdict": verdict.model_dump_json()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from pipelines.backfill.rows import BadRow
 from schemas.verdicts import Verdict
 from workers.settings import Settings
+from workers.stream.sinks import Output
 
 VERDICTS_DIR = "verdicts"
 ERRORS_DIR = "errors"
@@ -115,9 +117,43 @@ class ParquetShardWriter:
                     temp.unlink()
 
 
+@dataclass(frozen=True)
+class SourcedVerdictRow:
+    """A verdict with the input file and row position it answers."""
+
+    verdict: Verdict
+    source: str
+    position: int
+
+
+class ParquetSink:
+    """One shard's verdicts behind ``VerdictSink``: ``send`` collects them (``source`` is the input file,
+    ``source_offset`` the row's position), ``flush`` writes the shard with its bad rows (temp + rename) and
+    keeps the paths it wrote in ``written``."""
+
+    def __init__(self, writer: ParquetShardWriter, name: str, errors: Sequence[BadRow]) -> None:
+        self._writer = writer
+        self._name = name
+        self._errors = list(errors)
+        self._items: list[SourcedVerdictRow] = []
+        self.written: list[str] = []
+
+    def send(self, output: Output) -> None:
+        if not isinstance(output.body, Verdict):
+            raise TypeError("a backfill shard's bad rows go to its errors file, not the verdict sink")
+        self._items.append(SourcedVerdictRow(output.body, str(output.source), output.source_offset))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self.written = self._writer.write(self._name, self._items, self._errors)
+
+    def close(self) -> None:
+        self._items = []
+
+
 class KafkaVerdictPublisher:
-    """``--to-kafka TOPIC``: every verdict of a shard, keyed ``tenant:conversation``, through the stream's
-    ``KafkaSink`` (the same idempotent ``acks=all`` producer from ``workers.kafka_clients``).
+    """``--to-kafka TOPIC`` behind ``VerdictSink``: every verdict of a shard, keyed ``tenant:conversation``,
+    through the stream's ``KafkaSink`` (the same idempotent ``acks=all`` producer from
+    ``workers.kafka_clients``).
 
     A shard is published and flushed before it is marked finished, so delivery is at-least-once: a shard
     recomputed after an interrupt may publish some verdicts twice, and consumers dedupe by ``event_id``.
@@ -129,13 +165,15 @@ class KafkaVerdictPublisher:
         self.topic = topic
         self._sink = KafkaSink(settings)
 
-    def publish(self, verdicts: Sequence[Verdict]) -> None:
-        """Send and wait; raises the broker's error if a verdict was refused after the producer's retries."""
-        from workers.stream.sinks import Output
+    def send(self, output: Output) -> None:
+        verdict = output.body
+        if not isinstance(verdict, Verdict):
+            raise TypeError("a backfill shard's bad rows go to its errors file, not to Kafka")
+        key = f"{verdict.tenant_id}:{verdict.conversation_id}".encode()
+        self._sink.send(Output(self.topic, key, verdict, output.source, output.source_offset))
 
-        for position, v in enumerate(verdicts):
-            key = f"{v.tenant_id}:{v.conversation_id}".encode()
-            self._sink.send(Output(self.topic, key, v, self.topic, position))
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait for the broker; raises its error if a verdict was refused after the producer's retries."""
         failed = self._sink.failures()
         if failed and failed[0].error is not None:
             raise failed[0].error

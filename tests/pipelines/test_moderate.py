@@ -84,3 +84,53 @@ def test_model_without_known_format_is_a_user_error(tmp_path: Path, few_events: 
     (tmp_path / "config.json").write_text("{}")
     code, _, err = _run(["--model", str(tmp_path)], few_events)
     assert code == 2 and "prompt_format" in err
+
+
+def _unscorable_policies(tmp_path: Path, on_error: str) -> Path:
+    """Tenant ``big``'s taxonomy cannot fit ``max_prompt_tokens``, so its events can never be scored."""
+    huge = [{"code": f"C{i}", "name": f"Rule {i}", "description": "word " * 1900} for i in range(1, 4)]
+    policies = [
+        {"tenant_id": "big", "taxonomy": {"categories": huge}, "on_error": on_error},
+        {"tenant_id": "small", "threshold": 0.0},
+    ]
+    path = tmp_path / "policies.json"
+    path.write_text(json.dumps({"policies": policies}))
+    return path
+
+
+def _events(*tenants: str) -> str:
+    lines = []
+    for i, tenant in enumerate(tenants):
+        body = {
+            "event_id": f"e{i}",
+            "tenant_id": tenant,
+            "conversation_id": "c",
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        lines.append(json.dumps(body))
+    return "\n".join(lines) + "\n"
+
+
+def test_dead_letter_outcome_is_an_error_line_and_exit_1_never_a_safe_verdict(
+    tiny_guard_path: Path, tmp_path: Path
+) -> None:
+    policies = _unscorable_policies(tmp_path, "dead-letter")
+    code, out, err = _run(
+        ["--model", str(tiny_guard_path), "--policy", str(policies)], _events("small", "big")
+    )
+    assert code == 1
+    (verdict,) = [Verdict.model_validate_json(line) for line in out.splitlines()]
+    assert verdict.event_id == "e0" and verdict.unsafe and verdict.error is None
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: event e1 (big): scoring_failed: scoring failed on model pool 'default'")
+
+
+def test_fail_closed_scoring_error_is_an_unsafe_verdict_with_the_error(
+    tiny_guard_path: Path, tmp_path: Path
+) -> None:
+    policies = _unscorable_policies(tmp_path, "fail-closed")
+    code, out, _ = _run(["--model", str(tiny_guard_path), "--policy", str(policies)], _events("big"))
+    assert code == 0
+    (verdict,) = [Verdict.model_validate_json(line) for line in out.splitlines()]
+    assert verdict.unsafe and verdict.score is None and verdict.error
+    assert verdict.model.startswith("llama-guard-3 @ ")

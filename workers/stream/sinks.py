@@ -49,8 +49,8 @@ class Delivery:
 class VerdictSink(Protocol):
     """Where verdicts and dead letters go: ``send`` queues one, ``flush`` returns once all sent are durable.
 
-    ``KafkaSink`` (the stream, transactional or not, and ``backfill --to-kafka``) and the backfill's
-    ``ParquetSink`` implement it.
+    ``KafkaSink`` (the stream, transactional or not) and the backfill's ``ParquetSink`` and
+    ``KafkaVerdictPublisher`` (``--to-kafka``, a ``KafkaSink`` underneath) implement it.
     """
 
     def send(self, output: Output) -> None: ...

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from schemas.policy import TenantPolicy
 from tests.pipelines.backfill.archive import GeneratedArchive, generate_archive
 from workers.policies.file_store import FilePolicyStore
 from workers.settings import ModelSpec, Settings
@@ -21,16 +20,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> GeneratedArchive:
 
 
 @pytest.fixture(scope="session")
-def policies() -> dict[str, TenantPolicy]:
+def policies() -> FilePolicyStore:
     """acme (Llama Guard 3 taxonomy, S1 1-vs-all) and kidsplay (custom taxonomy, threshold 0.3)."""
-    found: dict[str, TenantPolicy] = {}
-    for name in ("policy-acme.json", "policy-kidsplay.json"):
-        store = FilePolicyStore.from_file(SAMPLES / name)
-        for tenant in store.tenants():
-            lookup = store.lookup(tenant)
-            assert lookup is not None
-            found[tenant] = lookup.policy
-    return found
+    return FilePolicyStore.from_files([SAMPLES / "policy-acme.json", SAMPLES / "policy-kidsplay.json"])
 
 
 @pytest.fixture(scope="session")

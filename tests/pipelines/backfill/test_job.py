@@ -17,9 +17,10 @@ from pipelines.backfill.job import RunStats, run_backfill
 from pipelines.backfill.manifest import load_manifest
 from pipelines.backfill.plan import BackfillOptions
 from schemas.events import ConversationEvent
-from schemas.policy import TenantPolicy
 from schemas.taxonomy import Generation
+from schemas.verdicts import Verdict
 from tests.pipelines.backfill.archive import GeneratedArchive
+from workers.policies.file_store import FilePolicyStore
 from workers.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -62,7 +63,7 @@ def _key(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool, float, list[s
 
 @pytest.fixture(scope="module")
 def full_run(
-    archive: GeneratedArchive, policies: dict[str, TenantPolicy], settings: Settings, tmp_path_factory: Any
+    archive: GeneratedArchive, policies: FilePolicyStore, settings: Settings, tmp_path_factory: Any
 ) -> Path:
     out = tmp_path_factory.mktemp("backfill-full")
     stats = _run(archive, out, settings, policies)
@@ -90,7 +91,7 @@ def test_every_bad_row_is_filed_with_its_file_and_line(full_run: Path, archive: 
 
 
 def test_verdicts_equal_guardstream_moderate_on_the_same_events(
-    full_run: Path, archive: GeneratedArchive, policies: dict[str, TenantPolicy], settings: Settings
+    full_run: Path, archive: GeneratedArchive, policies: FilePolicyStore, settings: Settings
 ) -> None:
     """``moderate_events`` is what ``guardstream moderate`` runs: LocalEngine + workers.decision, no Ray."""
     from pipelines.moderate import PolicyChoice, moderate_events
@@ -98,8 +99,8 @@ def test_verdicts_equal_guardstream_moderate_on_the_same_events(
 
     engine = LocalEngine(settings.models["default"], settings)
     events = [ConversationEvent.model_validate(e) for e in archive.valid]
-    choice = PolicyChoice(list(policies.values()), None, None, Generation.LG3)
-    expected = {v.event_id: v for v in moderate_events(events, choice, engine)}
+    choice = PolicyChoice(policies.policies(), None, None, Generation.LG3)
+    expected = {v.event_id: v for v in moderate_events(events, choice, engine) if isinstance(v, Verdict)}
     rows = _verdicts(full_run)
     assert len(rows) == len(expected)
     for row in rows:
@@ -113,7 +114,7 @@ def test_verdicts_equal_guardstream_moderate_on_the_same_events(
 def test_interrupted_backfill_resumes_to_the_same_output_and_force_recomputes(
     full_run: Path,
     archive: GeneratedArchive,
-    policies: dict[str, TenantPolicy],
+    policies: FilePolicyStore,
     settings: Settings,
     tmp_path: Path,
 ) -> None:

@@ -10,9 +10,9 @@ import pytest
 from pipelines.backfill.job import ShardCollector
 from pipelines.backfill.manifest import load_manifest, save_manifest
 from pipelines.backfill.plan import BackfillOptions, prepare_manifest
-from schemas.policy import TenantPolicy
 from tests.pipelines.backfill.archive import GeneratedArchive
 from workers.errors import InputError
+from workers.policies.file_store import FilePolicyStore
 
 
 def _options(archive: GeneratedArchive, out: Path, **update: object) -> BackfillOptions:
@@ -20,7 +20,7 @@ def _options(archive: GeneratedArchive, out: Path, **update: object) -> Backfill
 
 
 def test_same_backfill_resumes_its_manifest(
-    archive: GeneratedArchive, policies: dict[str, TenantPolicy], tmp_path: Path
+    archive: GeneratedArchive, policies: FilePolicyStore, tmp_path: Path
 ) -> None:
     first = prepare_manifest(_options(archive, tmp_path), policies)
     first.mark_done(0, verdicts=3, errors=1, outputs=["errors/shard-00000.jsonl"])
@@ -41,7 +41,7 @@ def test_same_backfill_resumes_its_manifest(
 )
 def test_another_backfill_in_the_same_folder_is_refused(
     archive: GeneratedArchive,
-    policies: dict[str, TenantPolicy],
+    policies: FilePolicyStore,
     tmp_path: Path,
     update: dict[str, object],
     reason: str,
@@ -54,14 +54,16 @@ def test_another_backfill_in_the_same_folder_is_refused(
 
 
 def test_changed_policies_are_refused_and_force_starts_over(
-    archive: GeneratedArchive, policies: dict[str, TenantPolicy], tmp_path: Path
+    archive: GeneratedArchive, policies: FilePolicyStore, tmp_path: Path
 ) -> None:
     manifest = prepare_manifest(_options(archive, tmp_path), policies)
     manifest.mark_done(0, verdicts=1, errors=0, outputs=[])
     save_manifest(manifest, tmp_path)
     (tmp_path / "verdicts" / "tenant_id=acme").mkdir(parents=True)
     (tmp_path / "verdicts" / "tenant_id=acme" / "shard-00000.parquet").write_bytes(b"old")
-    stricter = {t: p.model_copy(update={"threshold": 0.1}) for t, p in policies.items()}
+    stricter = FilePolicyStore(
+        {p.tenant_id: p.model_copy(update={"threshold": 0.1}) for p in policies.policies()}
+    )
     with pytest.raises(InputError, match="policies changed"):
         prepare_manifest(_options(archive, tmp_path), stricter)
     fresh = prepare_manifest(_options(archive, tmp_path, force=True), stricter)
@@ -71,7 +73,7 @@ def test_changed_policies_are_refused_and_force_starts_over(
 
 
 def test_collector_releases_a_shard_only_when_all_its_rows_are_back(
-    archive: GeneratedArchive, policies: dict[str, TenantPolicy], tmp_path: Path
+    archive: GeneratedArchive, policies: FilePolicyStore, tmp_path: Path
 ) -> None:
     shards = prepare_manifest(_options(archive, tmp_path), policies).shards[:2]
     collector = ShardCollector(list(shards))
