@@ -89,13 +89,14 @@ class Scoring:
         self._in_flight, self._failed_now = [], []
 
     def model_name(self, model: str) -> str:
-        """The pool's model description for verdicts, asked once per pool."""
+        """The pool's model description for verdicts, asked once per pool (skipped events ask too, so a
+        pool that can't answer, e.g. one the deployment lacks, is named by its pool name, warned once)."""
         if model not in self._names:
             try:
                 self._names[model] = str(self._pools.model_label(model))
             except Exception as exc:
                 log.warning("model_name_unavailable", model=model, error=_describe(exc))
-                return model
+                self._names[model] = model
         return self._names[model]
 
     def _get(self, batch: InFlight, *, timeout_s: float | None) -> Finished:
