@@ -60,6 +60,8 @@ class ConversationEvent(BaseModel):
         if not extra:
             return data
         kept = {k: v for k, v in data.items() if k in known}
+        if not isinstance(kept.get("metadata") or {}, dict):
+            return data  # let the schema report metadata's type instead of merging into it
         metadata = dict(kept.get("metadata") or {})
         for key, value in extra.items():
             metadata.setdefault(key, value)

@@ -31,3 +31,8 @@ class InputError(GuardstreamError):
 
 class ConsumerStuckError(GuardstreamError):
     """The Kafka consumer left its partitions in a rebalance and never got an assignment back."""
+
+
+class PolicyInvalid(GuardstreamError):
+    """A tenant's stored policy does not validate (corrupt, or from an incompatible version) and no earlier
+    valid one is cached; its events are dead-lettered as ``policy_invalid`` until the policy is fixed."""

@@ -10,7 +10,7 @@ import pytest
 from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
 from schemas.verdicts import DeadLetter, DeadLetterCode
-from workers.errors import PolicyStoreUnavailable
+from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.intake import Source, parse_record, resolve_policy
 from workers.policies import FilePolicyStore, PolicyLookup
 
@@ -142,3 +142,56 @@ def test_store_down_without_cache_dead_letters() -> None:
     dl = resolve_policy(parsed(), DownStore(), unknown_tenant="default", raw=event_bytes(), source=SRC)
     assert isinstance(dl, DeadLetter) and dl.error_code is DeadLetterCode.SCORING_FAILED
     assert "connection refused" in dl.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "says"),
+    [
+        (b"[" * 5000, DeadLetterCode.TOO_DEEP, "deeper than the JSON parser's limit"),
+        (b'{"m": ' + b"[" * 100 + b"]" * 100 + b"}", DeadLetterCode.TOO_DEEP, "deeper than 64 levels"),
+        (b'{"event_id": "a", "event_id": "b"}', DeadLetterCode.INVALID_JSON, "duplicate key 'event_id'"),
+        (b'{"x": NaN}', DeadLetterCode.INVALID_JSON, "NaN is not a JSON number"),
+        (b'{"x": -Infinity}', DeadLetterCode.INVALID_JSON, "-Infinity is not a JSON number"),
+        (b'{"x": 1e999}', DeadLetterCode.INVALID_JSON, "does not fit a double"),
+        (b'{"x": ' + b"9" * 5000 + b"}", DeadLetterCode.INVALID_JSON, "4300 digits"),
+        (b'{"x": "\\ud800"}', DeadLetterCode.INVALID_JSON, "lone surrogate"),
+        (b'{"\\udfff": 1}', DeadLetterCode.INVALID_JSON, "lone surrogate"),
+        (b'{"x": "a\x01b"}', DeadLetterCode.INVALID_JSON, "Invalid control character"),
+    ],
+)
+def test_json_that_parsers_disagree_on_is_a_typed_dead_letter(
+    raw: bytes, code: DeadLetterCode, says: str
+) -> None:
+    dl = parse_record(raw, SRC, max_event_bytes=1 << 20, max_turns=4)
+    assert isinstance(dl, DeadLetter), dl
+    assert dl.error_code is code and says in dl.reason
+    assert dl.payload_sha256 is not None and dl.payload_bytes == len(raw)
+
+
+def test_surrogate_pair_and_escaped_control_characters_are_valid_text() -> None:
+    messages = [{"role": "user", "content": "smile \ud83d\ude00 bell \u0007"}]
+    raw = json.dumps({**json.loads(event_bytes()), "messages": messages}).encode()
+    out = parse_record(raw, SRC, **LIMITS)
+    assert isinstance(out, ConversationEvent)
+    assert out.messages[0].content == "smile \U0001f600 bell \x07"
+
+
+def test_metadata_of_the_wrong_type_with_unknown_fields_is_a_schema_violation() -> None:
+    dl = letter(event_bytes(metadata=5, channel="web"))
+    assert dl.error_code is DeadLetterCode.SCHEMA_VIOLATION and dl.reason.startswith("metadata:")
+
+
+def test_malformed_ids_are_not_copied_into_the_dead_letter() -> None:
+    dl = letter(event_bytes(event_id="x" * 1000, tenant_id="acme", messages=[]))
+    assert dl.event_id is None and dl.tenant_id == "acme"
+
+
+class InvalidStore:
+    def lookup(self, tenant_id: str) -> PolicyLookup | None:
+        raise PolicyInvalid(f"stored policy for tenant {tenant_id!r} is invalid: threshold: too big")
+
+
+def test_invalid_policy_without_a_valid_one_dead_letters_as_policy_invalid() -> None:
+    dl = resolve_policy(parsed(), InvalidStore(), unknown_tenant="default", raw=event_bytes(), source=SRC)
+    assert isinstance(dl, DeadLetter) and dl.error_code is DeadLetterCode.POLICY_INVALID
+    assert "threshold" in dl.reason and dl.tenant_id == "acme"
