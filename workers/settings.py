@@ -110,6 +110,14 @@ class Settings(BaseSettings):
         default=256 * 1024, ge=1024, description="Larger payloads are dead-lettered."
     )
     max_turns: int = Field(default=64, ge=1, description="Events with more messages are dead-lettered.")
+    max_output_bytes: int = Field(
+        default=1_000_000,
+        ge=16 * 1024,
+        le=1_000_000,
+        description="Largest verdict or dead letter produced: under the producer's 1 MiB max_request_size "
+        "with room for key and batch overhead; a bigger dead letter's raw_payload is cut "
+        "(payload_truncated).",
+    )
     max_in_flight: int = Field(
         default=512,
         ge=1,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from schemas.verdicts import DeadLetter, Verdict
+from schemas.verdicts import DeadLetter, OutputTooLarge, Verdict
 from workers import kafka_clients
 from workers.settings import Settings
 
@@ -34,8 +34,9 @@ class Output:
     source: Hashable  # the input (topic, partition) whose commit waits for this output
     source_offset: int
 
-    def value(self) -> bytes:
-        return self.body.model_dump_json().encode("utf-8")
+    def value(self, max_bytes: int) -> bytes:
+        """The body as JSON of at most ``max_bytes`` (a dead letter cuts its payload; ``OutputTooLarge``)."""
+        return self.body.to_bytes(max_bytes)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class KafkaSink:
             kafka_clients.ensure_topics(self._settings, [output.topic])
             self._known_topics.add(output.topic)
         try:
-            future = self._producer.send(output.topic, key=output.key, value=output.value())
-        except KafkaError as exc:
+            value = output.value(self._settings.max_output_bytes)
+            future = self._producer.send(output.topic, key=output.key, value=value)
+        except (KafkaError, OutputTooLarge) as exc:
             self._deliveries.put(Delivery(output, exc))
             return
         future.add_callback(lambda _meta: self._deliveries.put(Delivery(output)))
