@@ -15,6 +15,11 @@ milliseconds) and a max age of ``settings.policy_refresh_s`` in case a message i
 fire-and-forget). While Redis is unreachable ``lookup`` serves the last known policy with ``stale=True``,
 logs one warning per tenant per outage, and retries Redis with jittered exponential backoff; only a tenant
 never seen before raises ``PolicyStoreUnavailable``.
+
+A stored policy that does not validate (corrupt JSON, a value this version refuses) must not break the
+stream either: ``lookup`` logs ``policy_invalid`` once per stored document and keeps serving the tenant's
+last valid policy (``stale=True``); a tenant that never had one raises ``PolicyInvalid`` (its events are
+dead-lettered as ``policy_invalid``). Reading ignores fields a newer version added (``policies.compat``).
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from schemas.policy import TenantPolicy
-from workers.errors import PolicyStoreUnavailable
+from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.logging import get_logger
 from workers.policies.base import PolicyLookup
+from workers.policies.compat import read_policy
+from workers.policies.outage import Outage
 from workers.settings import Settings
 
 PREFIX = "guardstream"
@@ -57,48 +64,7 @@ class _Entry:
     policy: TenantPolicy | None  # None: Redis said the tenant has no policy
     fetched_at: float
     fresh: bool = True
-
-
-class _Outage:
-    """Whether Redis is reachable, and when to try again; lookups skip Redis until then."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.1)
-        self._failures = 0
-        self._retry_at = 0.0
-        self._warned: set[str] = set()
-
-    @property
-    def down(self) -> bool:
-        return self._failures > 0
-
-    def failed(self) -> bool:
-        """Record a failure; True when it starts a new outage."""
-        with self._lock:
-            self._failures += 1
-            self._retry_at = time.monotonic() + self._backoff.compute(self._failures)
-            return self._failures == 1
-
-    def recovered(self) -> bool:
-        """Record a success; True when it ends an outage."""
-        with self._lock:
-            was_down, self._failures = self._failures > 0, 0
-            self._warned.clear()
-            return was_down
-
-    def should_try(self) -> bool:
-        return self._failures == 0 or time.monotonic() >= self._retry_at
-
-    def backoff_s(self) -> float:
-        return self._backoff.compute(max(self._failures, 1))
-
-    def first_warning(self, tenant_id: str) -> bool:
-        with self._lock:
-            if tenant_id in self._warned:
-                return False
-            self._warned.add(tenant_id)
-            return True
+    invalid: str | None = None  # why the stored document was refused; ``policy`` is then the last valid one
 
 
 class RedisPolicyStore:
@@ -121,7 +87,8 @@ class RedisPolicyStore:
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}
         self._generation: dict[str, int] = {}
-        self._outage = _Outage()
+        self._reported: dict[str, set[str]] = {}
+        self._outage = Outage()
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -150,10 +117,18 @@ class RedisPolicyStore:
         return self._admin(lambda: self._fetch(tenant_id))
 
     def list(self) -> list[TenantPolicy]:
-        """All stored policies, by tenant id."""
+        """All stored policies that validate, by tenant id; each invalid one is logged and left out."""
         tenants = sorted(self._admin(lambda: self._client.smembers(TENANTS_KEY)))
-        policies = [self.get(tenant) for tenant in tenants]
-        return [p for p in policies if p is not None]
+        policies: list[TenantPolicy] = []
+        for tenant in tenants:
+            try:
+                policy = self.get(tenant)
+            except PolicyInvalid as exc:
+                log.warning("policy_invalid", tenant_id=tenant, reason=str(exc))
+                continue
+            if policy is not None:
+                policies.append(policy)
+        return policies
 
     def delete(self, tenant_id: str) -> bool:
         """Remove a tenant's policy (its version counter stays); True if one existed."""
@@ -172,7 +147,8 @@ class RedisPolicyStore:
         """The tenant's policy from cache, refreshed from Redis when invalidated or older than the max age.
 
         ``None``: the tenant has no policy. Raises ``PolicyStoreUnavailable`` only if Redis is unreachable
-        and nothing is cached for the tenant.
+        and nothing is cached for the tenant, ``PolicyInvalid`` only if the stored policy does not validate
+        and the tenant never had a valid one.
         """
         self._ensure_listener()
         with self._lock:
@@ -180,12 +156,15 @@ class RedisPolicyStore:
             generation = self._generation.get(tenant_id, 0)
         age = time.monotonic() - entry.fetched_at if entry else 0.0
         if entry and entry.fresh and age < self._settings.policy_refresh_s and not self._outage.down:
-            return _as_lookup(entry.policy, stale=False)
+            return self._cached(tenant_id, entry)
         if self._outage.should_try():
             try:
                 policy = self._fetch(tenant_id)
             except RedisError as exc:
                 self._failed(exc)
+            except PolicyInvalid as exc:
+                self._outage.recovered()
+                return self._cached(tenant_id, self._remember_invalid(tenant_id, entry, str(exc), generation))
             else:
                 self._outage.recovered()
                 self._remember(tenant_id, policy, generation)
@@ -208,7 +187,50 @@ class RedisPolicyStore:
     # --- internals ------------------------------------------------------------------------------------
     def _fetch(self, tenant_id: str) -> TenantPolicy | None:
         raw = self._client.get(policy_key(tenant_id))
-        return TenantPolicy.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        stored = read_policy(tenant_id, raw)
+        if stored.ignored and self._first_report(tenant_id, f"ignored:{stored.policy.version}"):
+            log.warning(
+                "policy_fields_ignored",
+                tenant_id=tenant_id,
+                policy_version=stored.policy.version,
+                fields=list(stored.ignored),
+            )
+        return stored.policy
+
+    def _first_report(self, tenant_id: str, what: str) -> bool:
+        """True the first time ``what`` is reported for the tenant (per document, not per event)."""
+        with self._lock:
+            seen = self._reported.setdefault(tenant_id, set())
+            if what in seen:
+                return False
+            seen.add(what)
+            return True
+
+    def _remember_invalid(self, tenant_id: str, entry: _Entry | None, reason: str, generation: int) -> _Entry:
+        """Keep the last valid policy (if any) and note why the stored one was refused; log it once."""
+        last = entry.policy if entry is not None else None
+        if self._first_report(tenant_id, f"invalid:{reason}"):
+            log.error(
+                "policy_invalid",
+                tenant_id=tenant_id,
+                reason=reason,
+                serving=f"last valid version {last.version}" if last else "nothing: events dead-lettered",
+            )
+        with self._lock:
+            fresh = self._generation.get(tenant_id, 0) == generation
+            new = _Entry(last, time.monotonic(), fresh, invalid=reason)
+            self._cache[tenant_id] = new
+        return new
+
+    @staticmethod
+    def _cached(tenant_id: str, entry: _Entry) -> PolicyLookup | None:
+        if entry.invalid is None:
+            return _as_lookup(entry.policy, stale=False)
+        if entry.policy is None:
+            raise PolicyInvalid(entry.invalid)
+        return _as_lookup(entry.policy, stale=True)
 
     def _admin(self, call: Any) -> Any:
         try:
@@ -222,6 +244,8 @@ class RedisPolicyStore:
 
     def _remember(self, tenant_id: str, policy: TenantPolicy | None, generation: int) -> None:
         with self._lock:
+            seen = self._reported.get(tenant_id, set())
+            seen -= {what for what in seen if what.startswith("invalid:")}  # a later breakage is news again
             # An invalidation that raced with this fetch wins: keep the value but refetch next time.
             fresh = self._generation.get(tenant_id, 0) == generation
             self._cache[tenant_id] = _Entry(policy, time.monotonic(), fresh)
@@ -243,6 +267,8 @@ class RedisPolicyStore:
             raise PolicyStoreUnavailable(
                 f"policy store {self._where()} unreachable and no cached policy for tenant {tenant_id!r}"
             )
+        if entry.invalid is not None and entry.policy is None:
+            raise PolicyInvalid(entry.invalid)
         if self._outage.first_warning(tenant_id):
             log.warning(
                 "policy_served_stale",

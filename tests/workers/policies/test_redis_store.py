@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from schemas.policy import Route, TenantPolicy
 from schemas.taxonomy import Category, Taxonomy
 from tests.helpers.redis_server import RedisServer
-from workers.errors import PolicyStoreUnavailable
+from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.policies.redis_store import RedisPolicyStore
 from workers.settings import Settings
 
@@ -103,3 +105,56 @@ def test_redis_outage_serves_stale_policy_and_recovers(tmp_path: Path) -> None:
 def _fresh_threshold(store: RedisPolicyStore, tenant_id: str) -> float | None:
     found = store.lookup(tenant_id)
     return found.policy.threshold if found and not found.stale else None
+
+
+def _store_raw(settings: Settings, tenant_id: str, doc: str) -> None:
+    """Write a policy document behind the store's back (another version, or corruption), and announce it."""
+    import redis
+
+    from workers.policies.redis_store import CHANNEL, TENANTS_KEY, policy_key
+
+    with redis.Redis.from_url(settings.redis_url) as client:
+        client.set(policy_key(tenant_id), doc)
+        client.sadd(TENANTS_KEY, tenant_id)
+        client.publish(CHANNEL, json.dumps({"tenant_id": tenant_id, "version": None}))
+
+
+def test_policy_from_a_newer_version_is_read_without_its_unknown_fields(store_settings: Settings) -> None:
+    newer = {"tenant_id": "acme", "threshold": 0.2, "version": 7, "priority": 3, "route": {"region": "eu"}}
+    _store_raw(store_settings, "acme", json.dumps(newer))
+    with RedisPolicyStore(store_settings) as store, capture_logs() as logs:
+        found = store.lookup("acme")
+        assert found is not None and found.policy.threshold == 0.2 and not found.stale
+        assert [p.version for p in store.list()] == [7]
+    ignored = [entry for entry in logs if entry["event"] == "policy_fields_ignored"]
+    assert len(ignored) == 1 and ignored[0]["fields"] == ["route.region", "priority"]
+    with pytest.raises(ValidationError):  # `policy set` still refuses what this version does not know
+        TenantPolicy.model_validate(newer)
+
+
+def test_invalid_stored_policy_keeps_the_last_valid_one_and_is_logged_once(store_settings: Settings) -> None:
+    with RedisPolicyStore(store_settings) as admin, RedisPolicyStore(store_settings) as worker:
+        admin.put(TenantPolicy(tenant_id="acme", threshold=0.3))
+        assert _version(worker, "acme") == 1
+        with capture_logs() as logs:
+            _store_raw(store_settings, "acme", '{"tenant_id": "acme", "threshold": 7}')
+            assert wait_for(lambda: _stale_threshold(worker, "acme") == 0.3, 2.0)
+            for _ in range(50):
+                assert _stale_threshold(worker, "acme") == 0.3
+            assert [p.tenant_id for p in admin.list()] == []  # left out, not fatal
+        assert len([entry for entry in logs if entry["event"] == "policy_invalid"]) == 2  # worker + list
+        admin.put(TenantPolicy(tenant_id="acme", threshold=0.6))
+        assert wait_for(lambda: _fresh_threshold(worker, "acme") == 0.6, 2.0)
+
+
+def test_invalid_policy_of_a_tenant_never_seen_raises_policy_invalid(store_settings: Settings) -> None:
+    _store_raw(store_settings, "acme", "{corrupt")
+    with RedisPolicyStore(store_settings) as store:
+        for _ in range(3):
+            with pytest.raises(PolicyInvalid, match="not JSON"):
+                store.lookup("acme")
+
+
+def _stale_threshold(store: RedisPolicyStore, tenant_id: str) -> float | None:
+    found = store.lookup(tenant_id)
+    return found.policy.threshold if found and found.stale else None
