@@ -1,0 +1,254 @@
+"""Chaos table: does every input record get exactly one answer while things go wrong?
+
+    set -a; . ./wt.env; set +a
+    .venv/bin/python benchmarks/chaos.py [--only codecs,poison] [--modes alo,eos] [--timeout 90]
+
+Each scenario runs the real stream (``run_stream``: Ray stream workers, the tiny random guard on one
+replica, the local Kafka and Redis from ``infra.local``) on topics and a consumer group of its own, in
+at-least-once (``alo``) and exactly-once (``eos``) mode. Part of the traffic comes from librdkafka
+(``confluent-kafka``), with every compression codec, so our consumer is not only tested against our own
+producer. Per scenario and mode it prints one row:
+
+    scenario | mode | records | answered | lost | duplicated | longest stall (s) | committed = end offset?
+
+*answered*: records with at least one verdict or dead letter (verdicts matched by ``event_id``, dead
+letters by source partition/offset); *duplicated*: answers beyond the first (0 expected in ``eos``, read
+``read_committed``); *longest stall*: the longest wait for the next new answer while some were missing,
+from the moment the stream answered its first (canary) record; *committed*: the group's committed offsets
+equal the input's end offsets after the drain. Writes ``benchmarks/results/<device>-<date>-chaos.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from chaos_records import Record, valid  # noqa: E402
+from chaos_scenarios import SCENARIOS, Scenario  # noqa: E402
+
+from pipelines.stream import run_stream  # noqa: E402
+from tests.integration.stream_support import (  # noqa: E402
+    TopicReader,
+    committed,
+    delete_topics_of,
+    end_offsets,
+    isolated,
+)
+from workers.settings import Settings  # noqa: E402
+from workers.sinks import ensure_topics  # noqa: E402
+
+COLUMNS = ("scenario", "mode", "records", "answered", "lost", "duplicated", "longest stall (s)", "committed")
+
+
+def produce(settings: Settings, records: list[Record], via: str) -> list[tuple[int, int]]:
+    """Send ``records``; ``via``: ``kafka-python`` or ``librdkafka:<codec>``. Returns (partition, offset)s."""
+    if via == "kafka-python":
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2)
+        futures = [producer.send(settings.input_topic, key=r.key, value=r.value) for r in records]
+        producer.flush()
+        placed = [(f.get(30).partition, f.get(30).offset) for f in futures]
+        producer.close()
+        return placed
+    from confluent_kafka import Producer
+
+    codec = via.split(":", 1)[1]
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "compression.type": codec, "linger.ms": 20}
+    )
+    placed: list[tuple[int, int] | None] = [None] * len(records)
+
+    def delivered(index: int) -> Any:
+        def report(err: Any, msg: Any) -> None:
+            if err is None:
+                placed[index] = (msg.partition(), msg.offset())
+
+        return report
+
+    for index, record in enumerate(records):
+        producer.produce(settings.input_topic, record.value, record.key, on_delivery=delivered(index))
+    producer.flush(30)
+    if None in placed:
+        raise RuntimeError(f"librdkafka ({codec}) could not deliver every record")
+    return [p for p in placed if p is not None]
+
+
+class Answers:
+    """Outputs read so far, matched to the records they answer."""
+
+    def __init__(self, reader: TopicReader, settings: Settings) -> None:
+        self._reader = reader
+        self._settings = settings
+        self._seen = 0
+        self.counts: dict[int, int] = {}  # record index -> answers
+        self.first_at: dict[int, float] = {}
+        self._by_id: dict[str, int] = {}
+        self._by_pos: dict[tuple[int, int], int] = {}
+
+    def expect(self, index: int, record: Record, position: tuple[int, int]) -> None:
+        if record.event_id is not None:
+            self._by_id[record.event_id] = index
+        self._by_pos[position] = index
+        self.counts.setdefault(index, 0)
+
+    def read(self) -> None:
+        records = self._reader.read().records
+        for topic, _, _, value in records[self._seen :]:
+            if topic == self._settings.dlq_topic:
+                index = self._by_pos.get((value.get("source_partition"), value.get("source_offset")))  # type: ignore[arg-type]
+            else:
+                index = self._by_id.get(value.get("event_id", ""))
+            if index is None:
+                continue
+            self.counts[index] = self.counts.get(index, 0) + 1
+            self.first_at.setdefault(index, time.monotonic())
+        self._seen = len(records)
+
+    def answered(self) -> int:
+        return sum(1 for n in self.counts.values() if n > 0)
+
+
+def run_scenario(
+    base: Settings, pools: Any, scenario: Scenario, mode: str, timeout_s: float
+) -> dict[str, Any]:
+    settings = isolated(base, exactly_once=mode == "eos", stream_workers=2, topic_partitions=2)
+    ensure_topics(settings, [settings.input_topic, settings.verdict_topic, settings.dlq_topic])
+    context = scenario.setup(settings)
+    reader = TopicReader(settings, [settings.verdict_topic, settings.dlq_topic], read_committed=mode == "eos")
+    answers = Answers(reader, settings)
+    stop = threading.Event()
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(_guarded(lambda: run_stream(settings, stop=stop, pools=pools))),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        canary = valid("chaos-canary", 1)
+        for index, (record, pos) in enumerate(
+            zip(canary, produce(settings, canary, "kafka-python"), strict=True)
+        ):
+            answers.expect(index, record, pos)
+        _wait(lambda: (answers.read(), answers.answered() == 1)[1], 180)
+        started = time.monotonic()
+
+        def send(via: str, records: list[Record]) -> None:
+            for record, pos in zip(records, produce(settings, records, via), strict=True):
+                answers.expect(len(answers.counts), record, pos)
+
+        for via, records in scenario.traffic(context):
+            send(via, records)
+        scenario.during(settings, context, send)
+        total = len(answers.counts)
+        _wait(lambda: (answers.read(), answers.answered() == total)[1], timeout_s)
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        thread.join(240)
+        scenario.teardown(settings, context)
+    time.sleep(1.0)
+    answers.read()
+    reader.close()
+    done = committed(settings) == end_offsets(settings)
+    delete_topics_of(settings)
+    arrivals = sorted(t for i, t in answers.first_at.items() if i >= len(canary))
+    marks = [started, *arrivals] + ([] if answers.answered() == total else [ended])
+    stall = max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
+    crashed = outcome and isinstance(outcome[0], BaseException)
+    return {
+        "scenario": scenario.name,
+        "mode": mode,
+        "records": total - len(canary),
+        "answered": answers.answered() - (1 if answers.counts.get(0) else 0),
+        "lost": total - answers.answered(),
+        "duplicated": sum(max(0, n - 1) for n in answers.counts.values()),
+        "longest stall (s)": round(stall, 1),
+        "committed": "yes" if done else "no",
+        "stream_error": repr(outcome[0])[:300] if crashed else None,
+    }
+
+
+def _guarded(call: Any) -> Any:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+def _wait(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    lines = [COLUMNS, *[tuple(str(row[c]) for c in COLUMNS) for row in rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--modes", default="alo,eos", help="alo (at-least-once), eos (exactly-once)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="max wait for all answers per run (s)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # inherited by the Ray workers
+    from infra.local import up
+    from infra.ray_runtime import init_ray, shutdown_ray
+    from tests.helpers.tiny_guard import build_tiny_guard
+    from workers.logging import configure_logging
+    from workers.pool import ModelPools
+    from workers.settings import ModelSpec
+
+    wanted = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
+    configure_logging("console", "error")
+    up(Settings())
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"default": ModelSpec(path=build_tiny_guard(Path(tmp) / "tiny"), replicas=1, num_cpus=0.25)}
+        base = Settings().model_copy(
+            update={"models": models, "device": "cpu", "worker_num_cpus": 0.1, "log_level": "error"}
+        )
+        init_ray(base, num_cpus=2)
+        pools = ModelPools.start(base, ready_timeout_s=300)
+        try:
+            for scenario in wanted:
+                for mode in args.modes.split(","):
+                    if mode in scenario.modes:
+                        rows.append(run_scenario(base, pools, scenario, mode, args.timeout))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            pools.shutdown()
+            shutdown_ray()
+    print_table(rows)
+    out = ROOT / "benchmarks" / "results" / f"cpu{os.cpu_count()}-{datetime.now(UTC):%Y-%m-%d}-chaos.json"
+    meta = {"command": " ".join(["benchmarks/chaos.py", *sys.argv[1:]]), "at": datetime.now(UTC).isoformat()}
+    out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

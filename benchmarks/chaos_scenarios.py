@@ -1,0 +1,120 @@
+"""The chaos scenarios: what each one sends, sets up beforehand and breaks while the stream runs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos_records import Record, oversized, poison, valid
+
+from workers.settings import Settings
+
+Traffic = list[tuple[str, list[Record]]]
+Send = Callable[[str, list[Record]], None]
+"""Produce records (``kafka-python`` or ``librdkafka:<codec>``) and expect an answer for each."""
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def _nothing(_settings: Settings, _context: dict[str, Any]) -> None:
+    return None
+
+
+def _quiet(_settings: Settings, _context: dict[str, Any], _send: Send) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    traffic: Callable[[dict[str, Any]], Traffic]
+    setup: Callable[[Settings], dict[str, Any]] = lambda _settings: {}
+    during: Callable[[Settings, dict[str, Any], Send], None] = _quiet
+    teardown: Callable[[Settings, dict[str, Any]], None] = _nothing
+    modes: tuple[str, ...] = field(default=("alo", "eos"))
+
+
+def _codecs(_context: dict[str, Any]) -> Traffic:
+    return [(f"librdkafka:{codec}", valid("chaos-codec", 20, prefix=codec)) for codec in CODECS]
+
+
+def _poison(_context: dict[str, Any]) -> Traffic:
+    records = poison()
+    mixed = [r for pair in zip(records, valid("chaos-poison", len(records)), strict=True) for r in pair]
+    half = len(mixed) // 2
+    return [("kafka-python", mixed[:half]), ("librdkafka:lz4", mixed[half:])]
+
+
+def _oversized(_context: dict[str, Any]) -> Traffic:
+    return [("kafka-python", [*oversized(), *valid("chaos-big", 10)])]
+
+
+# --- policies ------------------------------------------------------------------------------------------
+def _raw_policy(settings: Settings, tenant: str, doc: str) -> None:
+    import redis
+
+    from workers.policies.redis_store import CHANNEL, TENANTS_KEY, policy_key
+
+    with redis.Redis.from_url(settings.redis_url) as client:
+        client.set(policy_key(tenant), doc)
+        client.sadd(TENANTS_KEY, tenant)
+        client.publish(CHANNEL, json.dumps({"tenant_id": tenant, "version": None}))
+
+
+def _policies_setup(settings: Settings) -> dict[str, Any]:
+    """Three tenants: one written by a 'newer version', one corrupt from the start, one valid for now."""
+    from schemas.policy import TenantPolicy
+    from workers.policies.redis_store import RedisPolicyStore
+
+    run = uuid.uuid4().hex[:6]
+    tenants = {
+        "newer": f"chaos-newer-{run}",
+        "corrupt": f"chaos-corrupt-{run}",
+        "later": f"chaos-later-{run}",
+    }
+    newer = {"tenant_id": tenants["newer"], "threshold": 0.4, "priority": 2, "route": {"region": "eu"}}
+    _raw_policy(settings, tenants["newer"], json.dumps(newer))
+    _raw_policy(settings, tenants["corrupt"], '{"tenant_id": "' + tenants["corrupt"] + '", "thresh')
+    with RedisPolicyStore(settings) as store:
+        store.put(TenantPolicy(tenant_id=tenants["later"], threshold=0.3))
+    return {"tenants": tenants}
+
+
+def _policies_traffic(context: dict[str, Any]) -> Traffic:
+    tenants = context["tenants"]
+    first = [*valid(tenants["newer"], 10), *valid(tenants["corrupt"], 10), *valid(tenants["later"], 5)]
+    return [("librdkafka:zstd", first)]
+
+
+def _policies_during(settings: Settings, context: dict[str, Any], send: Send) -> None:
+    """The valid policy turns invalid mid-stream; the tenant's later events must still be answered."""
+    import time
+
+    time.sleep(2.0)
+    tenant = context["tenants"]["later"]
+    _raw_policy(settings, tenant, json.dumps({"tenant_id": tenant, "threshold": 9}))
+    send("kafka-python", valid(tenant, 5, prefix="after"))
+
+
+def _policies_teardown(settings: Settings, context: dict[str, Any]) -> None:
+    from workers.policies.redis_store import RedisPolicyStore
+
+    with RedisPolicyStore(settings) as store:
+        for tenant in context["tenants"].values():
+            store.delete(tenant)
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("codecs", _codecs),
+    Scenario("poison", _poison),
+    Scenario("oversized-dead-letter", _oversized),
+    Scenario(
+        "bad-policy",
+        _policies_traffic,
+        setup=_policies_setup,
+        during=_policies_during,
+        teardown=_policies_teardown,
+    ),
+]
