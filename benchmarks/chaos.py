@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from chaos_records import Record, valid  # noqa: E402
 from chaos_scenarios import SCENARIOS, Scenario  # noqa: E402
 
-from pipelines.stream import run_stream  # noqa: E402
+from pipelines.stream.run import run_stream  # noqa: E402
 from tests.integration.stream_support import (  # noqa: E402
     TopicReader,
     committed,
@@ -47,7 +47,7 @@ from tests.integration.stream_support import (  # noqa: E402
     isolated,
 )
 from workers.settings import Settings  # noqa: E402
-from workers.sinks import ensure_topics  # noqa: E402
+from workers.stream.sinks import ensure_topics  # noqa: E402
 
 COLUMNS = ("scenario", "mode", "records", "answered", "lost", "duplicated", "longest stall (s)", "committed")
 
@@ -220,7 +220,7 @@ def main() -> None:
     from infra.ray_runtime import init_ray, shutdown_ray
     from tests.helpers.tiny_guard import build_tiny_guard
     from workers.logging import configure_logging
-    from workers.pool import ModelPools
+    from workers.serving.pool import ModelPools
     from workers.settings import ModelSpec
 
     wanted = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
