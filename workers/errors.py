@@ -36,3 +36,15 @@ class ConsumerStuckError(GuardstreamError):
 class PolicyInvalid(GuardstreamError):
     """A tenant's stored policy does not validate (corrupt, or from an incompatible version) and no earlier
     valid one is cached; its events are dead-lettered as ``policy_invalid`` until the policy is fixed."""
+
+
+class StreamStopped(GuardstreamError):
+    """A stream worker must stop instead of going on: going on would lose a record or loop on it forever."""
+
+
+class OutputUnwritable(StreamStopped):
+    """A record's dead letter could not be produced either; the worker stops rather than lose the record."""
+
+
+class UndecodableBatchError(StreamStopped):
+    """A record batch cannot be decoded and ``GUARDSTREAM_UNDECODABLE_BATCH=stop`` says not to skip it."""

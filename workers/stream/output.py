@@ -12,6 +12,10 @@ Two delivery modes:
 - exactly-once (``settings.exactly_once``): each release is one Kafka transaction holding the outputs and
   the consumer offsets they answer (``send_offsets_to_transaction``); an aborted transaction rewinds the
   consumer to its committed offsets. Downstream consumers read with ``isolation_level=read_committed``.
+
+A refused output is never skipped (``workers.stream.retries``): retriable → re-sent with backoff, permanent
+→ a ``produce_failed`` dead letter answers the record instead (in exactly-once mode the transaction aborts
+and the re-read record gets the dead letter); a dead letter that cannot be produced stops the worker.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, Verdict
+from workers.errors import OutputUnwritable
 from workers.logging import get_logger
 from workers.settings import Settings
 from workers.stream.offsets import OffsetLedger
+from workers.stream.retries import Retries, is_retriable, produce_failed_letter
 from workers.stream.sinks import KafkaSink, Output
 
 log = get_logger(__name__)
@@ -35,6 +41,9 @@ Body = Verdict | DeadLetter
 
 COMMIT_TIMEOUT_MS = 10_000
 """A commit not answered by then is retried at the next interval (its positions stay committable)."""
+
+MAX_ABORTS = 10
+"""Transactions aborted in a row before the worker stops with ``OutputUnwritable`` instead of spinning."""
 
 
 class OutputStage:
@@ -50,6 +59,11 @@ class OutputStage:
         self._sink = KafkaSink(settings, transactional_id=transactional_id)
         self._ledger: OffsetLedger[TopicPartition, Output] = OffsetLedger()
         self._last_commit = 0.0
+        self._retries = Retries()
+        self._replacements: dict[tuple[TopicPartition, int], Output] = {}
+        """Exactly-once: dead letters for records whose output aborted a transaction, used on re-read."""
+        self._aborts = 0
+        self.produce_failures = 0
         self.verdicts = 0
         self.dead_letters = 0
         self.committed: dict[str, int] = {}
@@ -97,9 +111,24 @@ class OutputStage:
         if ready and self.exactly_once:
             self._release_transaction(ready)
         else:
-            for output in ready:
-                self._sink.send(output)
+            for output in [*self._retries.due(), *ready]:
+                self._send(output)
         self._commit(force=force_commit)
+
+    def _send(self, output: Output) -> None:
+        error = self._sink.send(output)
+        if error is not None:
+            self._refused(output, error)
+
+    def _refused(self, output: Output, error: BaseException) -> None:
+        """At-least-once: retry a retriable refusal later; else answer the record with a dead letter."""
+        self.produce_failures += 1
+        what = {"event_id": output.body.event_id, "tenant_id": output.body.tenant_id, "topic": output.topic}
+        if is_retriable(error) and self._retries.schedule(output):
+            log.warning("produce_retry", **what, error=f"{type(error).__name__}: {error}")
+            return
+        log.error("produce_failed_dead_letter", **what, error=f"{type(error).__name__}: {error}")
+        self._send(produce_failed_letter(output, error, self._settings.dlq_topic))
 
     def finish(self) -> None:
         """Wait for the broker to acknowledge everything produced, then commit (drain)."""
@@ -115,26 +144,50 @@ class OutputStage:
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions left this consumer: forget their records (the next owner re-reads the uncommitted)."""
         self._ledger.revoke(tps)
+        self._retries.forget()  # a re-send answering a revoked record would be acked into nothing
 
     def close(self) -> None:
         self._sink.close()
 
     def _release_transaction(self, outputs: list[Output]) -> None:
+        """One transaction: every output (or its dead letter) and the offsets they answer, or nothing."""
         positions = self._ledger.released_positions()
+        sent: list[Output] = []
         try:
             self._sink.begin()
             for output in outputs:
-                self._sink.send(output)
+                output = self._replacements.pop((output.source, output.source_offset), output)  # type: ignore[arg-type]
+                error = self._sink.send(output)
+                if error is not None and not is_retriable(error):
+                    log.error("produce_failed_dead_letter", event_id=output.body.event_id, error=str(error))
+                    output = produce_failed_letter(output, error, self._settings.dlq_topic)
+                    error = self._sink.send(output)
+                if error is not None:
+                    raise error
+                sent.append(output)
             self._sink.commit(positions, self._consumer.group_metadata())
-        except KafkaError as exc:
-            log.error("transaction_aborted", worker=self._worker_id, error=str(exc))
-            self._sink.abort()
-            self._ledger.revoke(self._ledger.partitions())
-            self._on_abort()
+        except (KafkaError, OutputUnwritable) as exc:
+            self._abort(exc)
             return
+        self._aborts = 0
         self._ledger.ack_released()
         self._mark_committed(self._ledger.committable())
-        self._count(outputs)
+        self._count(sent)
+
+    def _abort(self, exc: BaseException) -> None:
+        """Abort, note dead letters for outputs the broker refused for good, re-read from the commits."""
+        self.produce_failures += 1
+        self._aborts += 1
+        log.error("transaction_aborted", worker=self._worker_id, error=f"{type(exc).__name__}: {exc}")
+        self._sink.abort()
+        for delivery in self._sink.deliveries():
+            if delivery.error is not None and not is_retriable(delivery.error):
+                letter = produce_failed_letter(delivery.output, delivery.error, self._settings.dlq_topic)
+                self._replacements[(letter.source, letter.source_offset)] = letter  # type: ignore[index]
+        self._ledger.revoke(self._ledger.partitions())
+        self._on_abort()
+        if isinstance(exc, OutputUnwritable) or self._aborts >= MAX_ABORTS:
+            raise OutputUnwritable(f"{self._aborts} transactions aborted in a row; last: {exc}") from exc
 
     def _take_deliveries(self) -> None:
         for delivery in self._sink.deliveries():
@@ -142,17 +195,11 @@ class OutputStage:
             if self.exactly_once:
                 continue  # the transaction's commit is the acknowledgement
             if delivery.error is None:
+                self._retries.done(output)
                 self._ledger.ack(output.source, output.source_offset)  # type: ignore[arg-type]
                 self._count([output])
                 continue
-            log.error(
-                "produce_failed_resending",
-                event_id=output.body.event_id,
-                tenant_id=output.body.tenant_id,
-                topic=output.topic,
-                error=str(delivery.error),
-            )
-            self._sink.send(output)
+            self._refused(output, delivery.error)
 
     def _count(self, outputs: list[Output]) -> None:
         for output in outputs:

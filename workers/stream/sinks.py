@@ -12,6 +12,7 @@ order land in that order.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +22,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, OutputTooLarge, Verdict
 from workers import kafka_clients
+from workers.logging import get_logger
 from workers.settings import Settings
+
+log = get_logger(__name__)
+
+BAD_TOPIC_RETRY_S = 30.0
+"""A topic that could not be created is tried again after this; until then its outputs fail at once."""
 
 
 @dataclass(frozen=True)
@@ -68,24 +75,67 @@ class KafkaSink:
         self._settings = settings
         self._deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._known_topics: set[str] = set()
-        self._producer = kafka_clients.producer(settings, transactional_id=transactional_id)
+        self._bad_topics: dict[str, tuple[float, BaseException]] = {}
+        self._transactional_id = transactional_id
         self.transactional = transactional_id is not None
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        producer = kafka_clients.producer(self._settings, transactional_id=self._transactional_id)
         if self.transactional:
-            self._producer.init_transactions()
+            producer.init_transactions()
+        return producer
+
+    def renew_if_failed(self) -> bool:
+        """Replace a producer a refused batch left in an error state; True if it was replaced.
+
+        kafka-python's idempotent producer treats some permanent refusals (a record too large for its
+        topic) as fatal: every later send fails with the same error, dead letters included. A fresh
+        producer (same transactional id, which fences the old one) lets the dead letter through.
+        """
+        manager = getattr(self._producer, "_transaction_manager", None)
+        if manager is None or not (manager.has_fatal_error() or manager.has_abortable_error()):
+            return False
+        log.warning("producer_renewed", error=str(manager.last_error))
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            old.close(timeout=5)  # its unsent records fail into deliveries() and are handled from there
+        except KafkaError as exc:
+            log.warning("producer_close_failed", error=str(exc))
+        return True
 
     def send(self, output: Output) -> None:
-        """Queue one output; its ``Delivery`` appears in ``deliveries()`` once the broker answers."""
-        if output.topic not in self._known_topics:
-            kafka_clients.ensure_topics(self._settings, [output.topic])
-            self._known_topics.add(output.topic)
+        """Queue one output; its ``Delivery`` appears in ``deliveries()`` once the broker answers (or at once,
+        with the error, if it cannot even be queued)."""
+        error = self.try_send(output)
+        if error is not None:
+            self._deliveries.put(Delivery(output, error))
+
+    def try_send(self, output: Output) -> BaseException | None:
+        """``send``, but returns the error when the output cannot even be queued (its topic cannot be
+        created, it is too large): the caller decides between a retry and a dead letter, so one tenant's
+        unusable verdict topic costs that tenant's verdicts, not the stream.
+        """
+        failed = self._bad_topics.get(output.topic)
+        if failed is not None and time.monotonic() - failed[0] < BAD_TOPIC_RETRY_S:
+            return failed[1]
+        try:
+            if output.topic not in self._known_topics:
+                kafka_clients.ensure_topics(self._settings, [output.topic])
+                self._known_topics.add(output.topic)
+                self._bad_topics.pop(output.topic, None)
+        except KafkaError as exc:
+            self._bad_topics[output.topic] = (time.monotonic(), exc)
+            log.error("topic_unavailable", topic=output.topic, error=f"{type(exc).__name__}: {exc}")
+            return exc
         try:
             value = output.value(self._settings.max_output_bytes)
             future = self._producer.send(output.topic, key=output.key, value=value)
         except (KafkaError, OutputTooLarge) as exc:
-            self._deliveries.put(Delivery(output, exc))
-            return
+            return exc
         future.add_callback(lambda _meta: self._deliveries.put(Delivery(output)))
         future.add_errback(lambda exc: self._deliveries.put(Delivery(output, exc)))
+        return None
 
     def deliveries(self) -> list[Delivery]:
         """Broker answers received since the last call (never blocks)."""
