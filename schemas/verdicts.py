@@ -136,6 +136,10 @@ class DeadLetter(BaseModel):
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
+    source_last_offset: int | None = Field(
+        default=None,
+        description="undecodable_batch: last offset of the skipped batch (first: source_offset)",
+    )
     source_key: str | None = None
     event_id: str | None = None
     tenant_id: str | None = None

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Records a worker may hold polled but not produced; above it, its partitions pause.",
     )
+    undecodable_batch: Literal["dead-letter", "stop"] = Field(
+        default="dead-letter",
+        description="A record batch that cannot be decoded (corrupt, unknown codec): one undecodable_batch "
+        "dead letter naming its offsets and skip it, or stop the stream with the error.",
+    )
     commit_interval_s: float = Field(
         default=0.2, gt=0, le=60, description="How often a stream worker commits acknowledged offsets."
     )

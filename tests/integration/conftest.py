@@ -10,11 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infra.local import InfraStatus, up
-from workers.settings import Settings
+from tests.integration.stream_support import delete_topics_of, isolated
+from workers.serving.pool import ModelPools
+from workers.settings import ModelSpec, Settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,3 +79,30 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         pass  # a leftover test topic is harmless; never fail a test on cleanup
     finally:
         admin.close()
+
+
+# --- the fault suite: one tiny-guard replica per module, topics and group of each test's own ----------------
+@pytest.fixture(scope="module")
+def fault_base(settings: Settings, tiny_guard_path: Path) -> Settings:
+    models = {"default": ModelSpec(path=tiny_guard_path, replicas=1, num_cpus=0.25)}
+    return settings.model_copy(update={"models": models, "device": "cpu", "worker_num_cpus": 0.1})
+
+
+@pytest.fixture(scope="module")
+def fault_pools(ray_local: Any, fault_base: Settings) -> Iterator[ModelPools]:
+    started = ModelPools.start(fault_base, ready_timeout_s=300)
+    yield started
+    started.shutdown()
+
+
+@pytest.fixture
+def fault_isolate(fault_base: Settings) -> Iterator[Callable[..., Settings]]:
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        made.append(isolated(fault_base, **overrides))
+        return made[-1]
+
+    yield make
+    for settings in made:
+        delete_topics_of(settings)

@@ -28,7 +28,7 @@ from schemas.verdicts import DeadLetter
 from workers import kafka_clients
 from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
 from workers.engine import ScoreResult
-from workers.errors import ConsumerStuckError
+from workers.errors import ConsumerStuckError, UndecodableBatchError
 from workers.intake import Source, dead_letter, parse_record, resolve_policy
 from workers.logging import get_logger
 from workers.policies.base import PolicyStore
@@ -37,9 +37,13 @@ from workers.stream.items import Item, Pools, WorkerStats
 from workers.stream.microbatch import MicroBatcher
 from workers.stream.output import Body, OutputStage
 from workers.stream.scoring import InFlight, Scoring
+from workers.stream.undecodable import BatchFailure, failed_batch
 
 log = get_logger(__name__)
 
+
+REWIND_TIMEOUT_MS = 5_000
+"""How long an aborted transaction's rewind waits for the committed offsets before the consumer is rebuilt."""
 
 REJOIN_TIMEOUT_S = 3 * kafka_clients.SESSION_TIMEOUT_MS / 1000
 """A rebalance this consumer is in must end within this; else the consumer is rebuilt (``_check_rejoin``)."""
@@ -149,9 +153,28 @@ class StreamLoop:
 
     # --- intake -----------------------------------------------------------------------------------------
     def _poll(self, timeout_ms: int) -> None:
-        for tp, records in self._consumer.poll(timeout_ms=timeout_ms).items():
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
+        except Exception as exc:
+            failure = failed_batch(exc)
+            if failure is None:
+                raise
+            self._skip_batch(failure)
+            return
+        for tp, records in polled.items():
             for record in records:
                 self._intake(tp, record)
+
+    def _skip_batch(self, failure: BatchFailure) -> None:
+        """Answer an undecodable batch with one dead letter and read on after it (or stop, if so set)."""
+        log.error("undecodable_batch", worker=self._worker_id, reason=failure.describe())
+        if self._settings.undecodable_batch == "stop":
+            raise UndecodableBatchError(failure.describe()) from failure.error
+        # Tracked at the batch's last offset, so the commit after its dead letter lands past the batch.
+        self._out.track(failure.tp, failure.last)
+        self._out.complete(failure.tp, failure.last, None, failure.dead_letter())
+        self._counts["consumed"] += 1
+        self._consumer.seek(failure.tp, failure.last + 1)
 
     def _intake(self, tp: TopicPartition, record: Any) -> None:
         self._counts["consumed"] += 1
@@ -255,7 +278,9 @@ class StreamLoop:
         self._batcher.discard(lambda item: False)
         self._scoring.forget()
         for tp in self._consumer.assignment():
-            committed = self._consumer.committed(tp)
+            # Bounded: an unbounded wait here can hang an exactly-once worker; a timeout rebuilds the
+            # consumer, which starts from the committed offsets too.
+            committed = self._consumer.committed(tp, timeout_ms=REWIND_TIMEOUT_MS)
             if committed is None:
                 self._consumer.seek_to_beginning(tp)
             else:
