@@ -35,10 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from chaos_records import Record, valid  # noqa: E402
 from chaos_scenarios import SCENARIOS, Scenario  # noqa: E402
 
 from pipelines.stream.run import run_stream  # noqa: E402
+from tests.helpers.fault_records import Record, produce, valid  # noqa: E402
 from tests.integration.stream_support import (  # noqa: E402
     TopicReader,
     committed,
@@ -50,40 +50,6 @@ from workers.settings import Settings  # noqa: E402
 from workers.stream.sinks import ensure_topics  # noqa: E402
 
 COLUMNS = ("scenario", "mode", "records", "answered", "lost", "duplicated", "longest stall (s)", "committed")
-
-
-def produce(settings: Settings, records: list[Record], via: str) -> list[tuple[int, int]]:
-    """Send ``records``; ``via``: ``kafka-python`` or ``librdkafka:<codec>``. Returns (partition, offset)s."""
-    if via == "kafka-python":
-        from kafka import KafkaProducer
-
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2)
-        futures = [producer.send(settings.input_topic, key=r.key, value=r.value) for r in records]
-        producer.flush()
-        placed = [(f.get(30).partition, f.get(30).offset) for f in futures]
-        producer.close()
-        return placed
-    from confluent_kafka import Producer
-
-    codec = via.split(":", 1)[1]
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "compression.type": codec, "linger.ms": 20}
-    )
-    placed: list[tuple[int, int] | None] = [None] * len(records)
-
-    def delivered(index: int) -> Any:
-        def report(err: Any, msg: Any) -> None:
-            if err is None:
-                placed[index] = (msg.partition(), msg.offset())
-
-        return report
-
-    for index, record in enumerate(records):
-        producer.produce(settings.input_topic, record.value, record.key, on_delivery=delivered(index))
-    producer.flush(30)
-    if None in placed:
-        raise RuntimeError(f"librdkafka ({codec}) could not deliver every record")
-    return [p for p in placed if p is not None]
 
 
 class Answers:

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos_records import Record, oversized, poison, valid
-
+from tests.helpers.fault_records import Record, oversized, poison, valid
 from workers.settings import Settings
 
 Traffic = list[tuple[str, list[Record]]]

@@ -22,6 +22,7 @@ import typer
 from pydantic import BaseModel
 
 from pipelines.errors import user_errors
+from pipelines.stream.tally import WorkerTally
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings, get_settings
 
@@ -39,6 +40,9 @@ class StreamReport(BaseModel):
     scoring_errors: int = 0
     batches: int = 0
     in_flight: int = 0
+    worker_restarts: int = 0
+    error: str | None = None
+    """Why a worker stopped for good (``stopped_by: worker-failed``): its output could not be produced."""
     stopped_by: str = ""
     seconds: float = 0.0
     workers: list[dict[str, Any]] = []
@@ -58,18 +62,17 @@ class StreamHandle:
         self.pools = pools
         self.workers = workers
         self._owns_pools = owns_pools
+        self.tally = WorkerTally(workers)
 
     def stats(self) -> list[dict[str, Any]]:
-        import ray
-
-        return list(ray.get([w.stats.remote() for w in self.workers], timeout=60))
+        """Every worker's counters; a worker that died and is being restarted never fails the stream."""
+        return self.tally.stats()
 
     def drain(self) -> list[dict[str, Any]]:
         """Drain every worker concurrently (each: stop polling, finish, produce, commit, leave)."""
         import ray
 
-        timeout = self.settings.score_timeout_s + 60
-        final = list(ray.get([w.drain.remote(timeout) for w in self.workers], timeout=timeout + 30))
+        final = self.tally.drain(self.settings.score_timeout_s + 90)
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         if self._owns_pools:
@@ -126,7 +129,11 @@ def run_stream(
             reason = "signal"
     finally:
         final = handle.drain()
-    report = StreamReport.of(final, stopped_by=reason, seconds=round(time.monotonic() - started, 3))
+    seconds = round(time.monotonic() - started, 3)
+    error = next((s["fatal"] for s in final if s.get("fatal")), None)
+    report = StreamReport.of(
+        final, stopped_by=reason, seconds=seconds, worker_restarts=handle.tally.restarts, error=error
+    )
     log.info("stream_stopped", **report.model_dump(exclude={"workers"}))
     return report
 
@@ -134,6 +141,8 @@ def run_stream(
 def _exit_reason(
     report: StreamReport, stats: list[dict[str, Any]], max_events: int | None, idle_exit_s: float | None
 ) -> str:
+    if any(s.get("fatal") for s in stats):
+        return "worker-failed"
     answered = report.verdicts + report.dead_letters
     if max_events is not None and report.consumed >= max_events and answered >= max_events:
         return "max-events"
@@ -188,6 +197,9 @@ def stream_command(
         finally:
             shutdown_ray()
     typer.echo(report.model_dump_json(exclude={"workers"}))
+    if report.error:
+        typer.echo(f"error: a stream worker stopped: {report.error}", err=True)
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

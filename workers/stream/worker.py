@@ -2,18 +2,23 @@
 
 The loop runs on a thread of its own so the actor keeps answering ``stats``/``drain`` while it consumes.
 A loop that fails unexpectedly (a bug, a broker gone for longer than the client retries) is rebuilt with a
-fresh consumer after a short backoff: the group rebalances and the uncommitted records are re-delivered,
-so nothing is lost. If the actor process itself dies, Ray restarts it (``max_restarts``) and the
-constructor starts consuming again from the committed offsets.
+fresh consumer after a short backoff: the group rebalances and the uncommitted records are re-delivered, so
+nothing is lost. ``StreamStopped`` is not retried (a record's dead letter could not be produced, or a batch
+cannot be decoded and the settings say stop): it stops the worker with the error in its stats (``fatal``),
+because every rebuild would re-read the same record and fail the same way; the driver then stops the stream
+with that error. If the actor process itself dies, Ray restarts it (``max_restarts``) and the constructor
+starts consuming again from the committed offsets; the driver waits for it (``pipelines.stream.tally``).
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import ray
 
+from workers.errors import StreamStopped
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings
 from workers.stream.items import Pools, WorkerStats
@@ -37,6 +42,9 @@ class StreamWorkerImpl:
         self._final: WorkerStats | None = None
         self._earlier = WorkerStats(worker_id=worker_id)
         """Counters of loops that failed and were rebuilt, so a report covers the worker's whole life."""
+        self._fatal: str | None = None
+        self._incarnation = uuid.uuid4().hex[:12]
+        """New in every actor process: the driver tells a restarted actor (counters from zero) by it."""
         self._thread = threading.Thread(target=self._run, name=f"stream-{worker_id}", daemon=True)
         self._thread.start()
 
@@ -49,6 +57,11 @@ class StreamWorkerImpl:
                 try:
                     self._loop = StreamLoop(self._settings, self._pools, store, worker_id=self._worker_id)
                     self._final = combined(self._earlier, self._loop.run(self._stop))
+                except StreamStopped as exc:
+                    self._fatal = str(exc)
+                    log.error("stream_worker_stopped", worker=self._worker_id, error=self._fatal)
+                    self._final = combined(self._earlier, self._loop.stats()) if self._loop else self._earlier
+                    return
                 except Exception:
                     log.exception("stream_loop_failed_restarting", worker=self._worker_id)
                     if self._loop is not None:
@@ -62,12 +75,15 @@ class StreamWorkerImpl:
         return self._worker_id
 
     def stats(self) -> dict[str, Any]:
-        """Live counters (see ``WorkerStats``), as a dict so the driver needs no worker imports."""
+        """Live counters (see ``WorkerStats``) and this process's ``incarnation``, as a dict so the driver
+        needs no worker imports."""
         if self._final is not None and not self._thread.is_alive():
-            return self._final.model_dump()
-        if self._loop is None:
-            return self._earlier.model_dump()
-        return combined(self._earlier, self._loop.stats()).model_dump()
+            stats = self._final
+        elif self._loop is None:
+            stats = self._earlier
+        else:
+            stats = combined(self._earlier, self._loop.stats())
+        return {**stats.model_dump(), "incarnation": self._incarnation, "fatal": self._fatal}
 
     def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Stop polling, finish in-flight batches, produce, commit, leave the group; returns final stats."""

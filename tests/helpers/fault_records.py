@@ -1,4 +1,4 @@
-"""What the chaos scenarios send: valid events, poison records of every kind, oversized records.
+"""Records for the fault suite and the chaos script: valid events, poison of every kind, oversized records.
 
 Each record carries the identity its answer will have, so the chaos runner can tell answered from lost
 and count duplicates: a valid event is answered by a verdict (or dead letter) with its ``event_id``; a
@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
+from workers.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,43 @@ def oversized() -> list[Record]:
     text = b'{"messages": "' + b"\\u0000" * 150_000 + b'"}'  # 900 KB, escapes to ~1.05 MB
     binary = bytes(range(256)) * 3_500  # 896 KB, base64 grows it by a third
     return [Record(None, text, None), Record(None, binary, None)]
+
+
+def produce(settings: Settings, records: list[Record], via: str) -> list[tuple[int, int]]:
+    """Send ``records``; ``via``: ``kafka-python`` or ``librdkafka:<codec>``. Returns (partition, offset)s."""
+    from workers.stream.sinks import ensure_topics
+
+    ensure_topics(settings, [settings.input_topic])
+    if via == "kafka-python":
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2)
+        futures = [producer.send(settings.input_topic, key=r.key, value=r.value) for r in records]
+        producer.flush()
+        placed = [(f.get(30).partition, f.get(30).offset) for f in futures]
+        producer.close()
+        return placed
+    from confluent_kafka import Producer
+
+    codec = via.split(":", 1)[1]
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "compression.type": codec, "linger.ms": 20}
+    )
+    placed: list[tuple[int, int] | None] = [None] * len(records)
+    errors: list[str] = []
+
+    def delivered(index: int) -> Any:
+        def report(err: Any, msg: Any) -> None:
+            if err is None:
+                placed[index] = (msg.partition(), msg.offset())
+            else:
+                errors.append(str(err))
+
+        return report
+
+    for index, record in enumerate(records):
+        producer.produce(settings.input_topic, record.value, record.key, on_delivery=delivered(index))
+    producer.flush(30)
+    if None in placed:
+        raise RuntimeError(f"librdkafka ({codec}) could not deliver every record: {errors[:3]}")
+    return [p for p in placed if p is not None]
