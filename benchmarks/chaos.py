@@ -91,8 +91,8 @@ def run_scenario(
     base: Settings, pools: Any, scenario: Scenario, mode: str, timeout_s: float
 ) -> dict[str, Any]:
     settings = isolated(base, exactly_once=mode == "eos", stream_workers=2, topic_partitions=2)
+    context = {**scenario.setup(settings), "pools": pools}  # first: it may create a topic of its own
     ensure_topics(settings, [settings.input_topic, settings.verdict_topic, settings.dlq_topic])
-    context = scenario.setup(settings)
     reader = TopicReader(settings, [settings.verdict_topic, settings.dlq_topic], read_committed=mode == "eos")
     answers = Answers(reader, settings)
     stop = threading.Event()
@@ -144,6 +144,8 @@ def run_scenario(
         "longest stall (s)": round(stall, 1),
         "committed": "yes" if done else "no",
         "stream_error": repr(outcome[0])[:300] if crashed else None,
+        "worker_restarts": None if crashed or not outcome else outcome[0].worker_restarts,
+        "watchdog_rebuilds": None if crashed or not outcome else outcome[0].watchdog_rebuilds,
     }
 
 

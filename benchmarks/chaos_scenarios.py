@@ -117,3 +117,121 @@ SCENARIOS: list[Scenario] = [
         teardown=_policies_teardown,
     ),
 ]
+
+
+# --- dying processes ------------------------------------------------------------------------------------
+def _steady(_context: dict[str, Any]) -> Traffic:
+    return [("librdkafka:lz4", valid("chaos-steady", 30))]
+
+
+def _kill_actor(class_name: str) -> None:
+    import os
+    import signal
+
+    import ray
+    from ray.util.state import list_actors
+
+    # This Ray's own address: other Ray instances on the machine make the default lookup ambiguous.
+    actors = list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+    )
+    pids = [int(a.pid) for a in actors if a.pid]
+    if not pids:
+        raise RuntimeError(f"no live {class_name} to kill")
+    os.kill(pids[0], signal.SIGKILL)
+
+
+def _kill_then_send(kill: Callable[[], None]) -> Callable[[Settings, dict[str, Any], Send], None]:
+    def during(_settings: Settings, _context: dict[str, Any], send: Send) -> None:
+        import time
+
+        time.sleep(1.0)
+        kill()
+        send("kafka-python", valid("chaos-after", 30, prefix="after"))
+
+    return during
+
+
+def _restart_service(kind: str) -> Callable[[], None]:
+    def restart() -> None:
+        import os
+        import signal
+        import time
+
+        from infra.kafka_local import KafkaService
+        from infra.redis_local import RedisService
+
+        service = (KafkaService if kind == "kafka" else RedisService)(Settings())
+        pid = service.pid()
+        if pid is None:
+            raise RuntimeError(f"{kind} is not ours to kill")
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(3.0)
+        service.wait_ready(service.start(), 120)
+
+    return restart
+
+
+def _rebalance(settings: Settings, context: dict[str, Any], send: Send) -> None:
+    """A third worker joins under load, stays 8 s, and leaves (two rebalances)."""
+    import threading
+    import time
+
+    from pipelines.stream.run import run_stream
+
+    stop = threading.Event()
+    extra = settings.model_copy(update={"stream_workers": 1})
+    kwargs = {"stop": stop, "pools": context["pools"]}
+    thread = threading.Thread(target=run_stream, args=(extra,), kwargs=kwargs, daemon=True)
+    thread.start()
+    for i in range(8):
+        send("kafka-python", valid("chaos-rebalance", 5, prefix=f"r{i}"))
+        time.sleep(1.0)
+    stop.set()
+    thread.join(120)
+    send("librdkafka:zstd", valid("chaos-rebalance", 10, prefix="left"))
+
+
+# --- refused outputs ------------------------------------------------------------------------------------
+def _small_verdict_topic(settings: Settings) -> dict[str, Any]:
+    """The verdict topic refuses records over 200 bytes: every verdict is refused for good."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="guardstream-chaos")
+    try:
+        topic = NewTopic(settings.verdict_topic, 2, 1, topic_configs={"max.message.bytes": "200"})
+        admin.create_topics([topic], wait_for_metadata=True)
+    finally:
+        admin.close()
+    return {}
+
+
+def _bad_topic_setup(settings: Settings) -> dict[str, Any]:
+    """One tenant routes its verdicts to a topic Kafka cannot create; another tenant is fine."""
+    tenant = f"chaos-badtopic-{uuid.uuid4().hex[:6]}"
+    doc = {"tenant_id": tenant, "route": {"model": "default", "verdict_topic": ".."}}
+    _raw_policy(settings, tenant, json.dumps(doc))
+    return {"tenants": {"bad": tenant}}
+
+
+def _bad_topic_traffic(context: dict[str, Any]) -> Traffic:
+    return [("kafka-python", [*valid(context["tenants"]["bad"], 10), *valid("chaos-fine", 10)])]
+
+
+SCENARIOS += [
+    Scenario(
+        "refused-verdict",
+        lambda _c: [("kafka-python", valid("chaos-refused", 10))],
+        setup=_small_verdict_topic,
+    ),
+    Scenario(
+        "invalid-verdict-topic", _bad_topic_traffic, setup=_bad_topic_setup, teardown=_policies_teardown
+    ),
+    Scenario("stream-worker-kill", _steady, during=_kill_then_send(lambda: _kill_actor("StreamWorkerImpl"))),
+    Scenario("replica-kill", _steady, during=_kill_then_send(lambda: _kill_actor("GuardReplicaImpl"))),
+    Scenario("broker-kill-restart", _steady, during=_kill_then_send(_restart_service("kafka"))),
+    Scenario("redis-kill-restart", _steady, during=_kill_then_send(_restart_service("redis"))),
+    Scenario("rebalance-join-leave", _steady, during=_rebalance),
+]

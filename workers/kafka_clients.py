@@ -74,7 +74,10 @@ def producer(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
-        max_block_ms=30_000,
+        # A send blocks its caller (the stream's poll thread) while metadata or buffer space is missing:
+        # bounded well under the 25 s max_poll_interval; a send that times out is retried later
+        # (workers.stream.retries).
+        max_block_ms=5_000,
         transactional_id=transactional_id,
     )
 

@@ -41,6 +41,7 @@ class StreamReport(BaseModel):
     batches: int = 0
     in_flight: int = 0
     worker_restarts: int = 0
+    watchdog_rebuilds: int = 0
     error: str | None = None
     """Why a worker stopped for good (``stopped_by: worker-failed``): its output could not be produced."""
     stopped_by: str = ""
@@ -49,7 +50,15 @@ class StreamReport(BaseModel):
 
     @classmethod
     def of(cls, stats: list[dict[str, Any]], **extra: Any) -> StreamReport:
-        keys = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches", "in_flight")
+        keys = (
+            "consumed",
+            "verdicts",
+            "dead_letters",
+            "scoring_errors",
+            "batches",
+            "in_flight",
+            "watchdog_rebuilds",
+        )
         totals = {k: sum(int(s.get(k, 0)) for s in stats) for k in keys}
         return cls(workers=stats, **totals, **extra)
 

@@ -20,7 +20,7 @@ from workers.logging import get_logger
 
 log = get_logger(__name__)
 
-COUNTERS = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches")
+COUNTERS = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches", "watchdog_rebuilds")
 STATS_TIMEOUT_S = 10.0
 """How long one worker's ``stats`` may take before it counts as unavailable for this round."""
 

@@ -125,6 +125,22 @@ class ModelPools:
             self._done(pending)
             return results
 
+    def poll(self, pending: PendingScore) -> list[ScoreResult] | PendingScore:
+        """``result`` without waiting, for a batch ``ray.wait`` reported ready: its results, or, if its
+        replica died, the batch re-sent to another replica (a new ``PendingScore`` to wait for).
+
+        The stream's poll thread uses this: ``result`` would block in ``ray.get`` on the re-sent call for up
+        to ``score_timeout_s``, far past the consumer's ``max_poll_interval``. Raises like ``result``.
+        """
+        try:
+            results: list[ScoreResult] = ray.get(pending.ref, timeout=0)
+        except TimeoutError:  # not ready after all (ray's GetTimeoutError is one)
+            return pending
+        except RayError as exc:
+            return self._recover(pending, exc)
+        self._done(pending)
+        return results
+
     def score(self, model: str, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Submit and wait: the blocking form."""
         return self.result(self.submit(model, requests))

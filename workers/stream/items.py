@@ -23,6 +23,8 @@ class Pools(Protocol):
 
     def result(self, pending: Any, timeout_s: float | None = None) -> list[ScoreResult]: ...
 
+    def poll(self, pending: Any) -> list[ScoreResult] | Any: ...
+
     def model_label(self, model: str) -> str: ...
 
 
@@ -52,6 +54,8 @@ class WorkerStats(BaseModel):
     dead_letters: int = 0
     scoring_errors: int = 0
     batches: int = 0
+    watchdog_rebuilds: int = 0
+    """Consumers rebuilt because a rejoin never finished (``_check_rejoin``): the watchdog's firings."""
     in_flight: int = 0
     idle_s: float = 0.0
     committed: dict[str, int] = {}

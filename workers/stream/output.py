@@ -39,7 +39,7 @@ log = get_logger(__name__)
 
 Body = Verdict | DeadLetter
 
-COMMIT_TIMEOUT_MS = 10_000
+COMMIT_TIMEOUT_MS = 5_000
 """A commit not answered by then is retried at the next interval (its positions stay committable)."""
 
 MAX_ABORTS = 10
@@ -128,6 +128,7 @@ class OutputStage:
             log.warning("produce_retry", **what, error=f"{type(error).__name__}: {error}")
             return
         log.error("produce_failed_dead_letter", **what, error=f"{type(error).__name__}: {error}")
+        self._sink.renew_if_failed()
         self._send(produce_failed_letter(output, error, self._settings.dlq_topic))
 
     def finish(self) -> None:
@@ -179,7 +180,11 @@ class OutputStage:
         self.produce_failures += 1
         self._aborts += 1
         log.error("transaction_aborted", worker=self._worker_id, error=f"{type(exc).__name__}: {exc}")
-        self._sink.abort()
+        try:
+            self._sink.abort()
+        except KafkaError as abort_error:  # a producer in a fatal state cannot abort: replaced below
+            log.warning("transaction_abort_failed", worker=self._worker_id, error=str(abort_error))
+        self._sink.renew_if_failed()
         for delivery in self._sink.deliveries():
             if delivery.error is not None and not is_retriable(delivery.error):
                 letter = produce_failed_letter(delivery.output, delivery.error, self._settings.dlq_topic)

@@ -71,7 +71,11 @@ class Scoring:
         still: list[InFlight] = []
         for batch in self._in_flight:
             if batch.pending.ref in ready_set:
-                out.append(self._get(batch, timeout_s=None))
+                done = self._poll(batch)
+                if done is None:
+                    still.append(batch)  # re-sent to another replica: wait for it like a new call
+                else:
+                    out.append(done)
             elif now - batch.started > self._timeout_s:
                 out.append(self._get(batch, timeout_s=0.0))  # the pool cancels it and raises
             else:
@@ -98,6 +102,17 @@ class Scoring:
                 log.warning("model_name_unavailable", model=model, error=_describe(exc))
                 self._names[model] = model
         return self._names[model]
+
+    def _poll(self, batch: InFlight) -> Finished | None:
+        """A ready batch's outcome, or None if the pool re-sent it (its replica died); never blocks."""
+        try:
+            got = self._pools.poll(batch.pending)
+        except Exception as exc:
+            return (batch, None, _describe(exc))
+        if isinstance(got, list):
+            return self._check(batch, got)
+        batch.pending = got
+        return None
 
     def _get(self, batch: InFlight, *, timeout_s: float | None) -> Finished:
         """Collect through the pool: it retries a batch whose replica died, and keeps its load counts."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from workers.errors import StreamStopped
+from workers.errors import ConsumerStuckError, StreamStopped
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings
 from workers.stream.items import Pools, WorkerStats
@@ -62,11 +62,14 @@ class StreamWorkerImpl:
                     log.error("stream_worker_stopped", worker=self._worker_id, error=self._fatal)
                     self._final = combined(self._earlier, self._loop.stats()) if self._loop else self._earlier
                     return
-                except Exception:
+                except Exception as exc:
                     log.exception("stream_loop_failed_restarting", worker=self._worker_id)
                     if self._loop is not None:
                         self._earlier = combined(self._earlier, self._loop.stats())
                         self._loop = None
+                    if isinstance(exc, ConsumerStuckError):
+                        fired = self._earlier.watchdog_rebuilds + 1
+                        self._earlier = self._earlier.model_copy(update={"watchdog_rebuilds": fired})
                     self._stop.wait(RESTART_BACKOFF_S)
         finally:
             store.close()
@@ -98,7 +101,7 @@ class StreamWorkerImpl:
 
 def combined(earlier: WorkerStats, current: WorkerStats) -> WorkerStats:
     """``current`` with the counters of the loops before it added (a rebuilt loop starts from zero)."""
-    counters = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches")
+    counters = ("consumed", "verdicts", "dead_letters", "scoring_errors", "batches", "watchdog_rebuilds")
     update = {name: getattr(earlier, name) + getattr(current, name) for name in counters}
     update["committed"] = {**earlier.committed, **current.committed}
     return current.model_copy(update=update)
