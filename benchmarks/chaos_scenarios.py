@@ -128,15 +128,9 @@ def _kill_actor(class_name: str) -> None:
     import os
     import signal
 
-    import ray
-    from ray.util.state import list_actors
+    from tests.helpers.ray_procs import actor_pids
 
-    # This Ray's own address: other Ray instances on the machine make the default lookup ambiguous.
-    actors = list_actors(
-        address=ray.get_runtime_context().gcs_address,
-        filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
-    )
-    pids = [int(a.pid) for a in actors if a.pid]
+    pids = actor_pids(class_name)
     if not pids:
         raise RuntimeError(f"no live {class_name} to kill")
     os.kill(pids[0], signal.SIGKILL)

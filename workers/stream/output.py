@@ -116,7 +116,7 @@ class OutputStage:
         self._commit(force=force_commit)
 
     def _send(self, output: Output) -> None:
-        error = self._sink.send(output)
+        error = self._sink.try_send(output)
         if error is not None:
             self._refused(output, error)
 
@@ -158,11 +158,11 @@ class OutputStage:
             self._sink.begin()
             for output in outputs:
                 output = self._replacements.pop((output.source, output.source_offset), output)  # type: ignore[arg-type]
-                error = self._sink.send(output)
+                error = self._sink.try_send(output)
                 if error is not None and not is_retriable(error):
                     log.error("produce_failed_dead_letter", event_id=output.body.event_id, error=str(error))
                     output = produce_failed_letter(output, error, self._settings.dlq_topic)
-                    error = self._sink.send(output)
+                    error = self._sink.try_send(output)
                 if error is not None:
                     raise error
                 sent.append(output)
