@@ -66,6 +66,7 @@ class DeadLetterCode(StrEnum):
     TOO_MANY_TURNS = "too_many_turns"
     UNKNOWN_TENANT = "unknown_tenant"
     SCORING_FAILED = "scoring_failed"
+    TENANT_MISMATCH = "tenant_mismatch"
 
 
 class DeadLetter(BaseModel):

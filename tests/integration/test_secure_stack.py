@@ -97,12 +97,16 @@ def secure_pools(secure: Settings, ray_local: Any, tiny_guard_path: Path) -> Ite
 def test_stream_end_to_end_over_sasl_ssl_without_leaking_secrets(
     secure: Settings, secure_pools: ModelPools, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    settings = isolated(secure, stream_workers=1, worker_num_cpus=0.1, unknown_tenant="reject")
+    settings = isolated(
+        secure, stream_workers=1, worker_num_cpus=0.1, unknown_tenant="reject", tenant_source="key"
+    )
     tenant = f"acme-{uuid.uuid4().hex[:8]}"
     with RedisPolicyStore(client_settings(secure, REDIS_WRITER)) as writer:
         writer.put(TenantPolicy(tenant_id=tenant, threshold=0.5))
     records = [keyed(tenant, f"c{i}", event(tenant, f"c{i}", f"e{i}", f"question {i}")) for i in range(6)]
     records.append((None, b'{"event_id": "broken", "messages": ['))
+    # Keyed as another tenant: with tenant_source=key the payload's tenant must match the key's.
+    records.append(keyed("kidsplay", "c0", event(tenant, "c0", "spoofed", "question")))
     try:
         produce(settings, records)
         topics = [settings.verdict_topic, settings.dlq_topic]
@@ -113,7 +117,8 @@ def test_stream_end_to_end_over_sasl_ssl_without_leaking_secrets(
     finally:
         delete_topics_of(settings)
     assert set(outputs.event_ids(settings.verdict_topic)) == {f"e{i}" for i in range(6)}
-    assert [d["error_code"] for d in outputs.on(settings.dlq_topic)] == ["invalid_json"]
+    letters = {d["event_id"]: d["error_code"] for d in outputs.on(settings.dlq_topic)}
+    assert letters == {None: "invalid_json", "spoofed": "tenant_mismatch"}
     assert report.consumed >= len(records) and report.scoring_errors == 0
     printed = capfd.readouterr()
     shown = printed.out + printed.err + report.model_dump_json()
