@@ -56,6 +56,11 @@ class Verdict(BaseModel):
     skipped: str | None = Field(
         default=None, description="Why the event was not scored (e.g. side not classified)."
     )
+    truncated: bool = Field(
+        default=False,
+        description="Part of the conversation was not scored: oldest turns dropped or the last message's "
+        "middle cut to fit the model's prompt budget (its start and end are always scored).",
+    )
 
 
 class DeadLetterCode(StrEnum):
