@@ -26,10 +26,11 @@ from tests.integration.stream_support import (
     reading,
     streaming,
 )
-from workers.client_security import kafka_client_kwargs, redis_security_kwargs
+from workers import kafka_clients
+from workers.client_security import redis_security_kwargs
 from workers.errors import PolicyStoreUnavailable
 from workers.policies.redis_store import RedisPolicyStore
-from workers.pool import ModelPools
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,8 @@ def secure(settings: Settings) -> Settings:
 
 
 def _admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        **kafka_client_kwargs(settings),
-        client_id="guardstream-tests",
-        request_timeout_ms=5000,
-        bootstrap_timeout_ms=5000,
+    return kafka_clients.admin(
+        settings, client_id="guardstream-tests", request_timeout_ms=5000, bootstrap_timeout_ms=5000
     )
 
 
