@@ -11,7 +11,7 @@ import logging
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from string import Template
@@ -22,6 +22,7 @@ from infra.service import LocalService
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 JARS_DIR = KAFKA_DIR / "target" / "jars"
 SERVER_TEMPLATE = KAFKA_DIR / "server.properties"
+PLAINTEXT_LISTENERS = KAFKA_DIR / "listeners-plaintext.properties"
 LOG4J_CONFIG = KAFKA_DIR / "log4j2.xml"
 
 
@@ -34,10 +35,19 @@ def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def render_server_properties(host: str, port: int, controller_port: int, log_dir: Path) -> str:
-    """The broker config for this machine, from the checked-in template."""
+def render_server_properties(
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    listeners: Path = PLAINTEXT_LISTENERS,
+    values: Mapping[str, str] | None = None,
+) -> str:
+    """The broker config for this machine, from the checked-in templates (server + one listener file)."""
+    common = {"host": host, "port": str(port), "controller_port": str(controller_port), **(values or {})}
+    listener_config = Template(listeners.read_text()).substitute(common)
     return Template(SERVER_TEMPLATE.read_text()).substitute(
-        host=host, port=port, controller_port=controller_port, log_dir=str(log_dir)
+        common, log_dir=str(log_dir), listener_config=listener_config
     )
 
 
@@ -78,6 +88,15 @@ def _quiet_kafka_client() -> Iterator[None]:
 class KafkaService(LocalService):
     name = "kafka"
     grace_s = 30.0
+    listeners = PLAINTEXT_LISTENERS
+
+    def listener_values(self) -> dict[str, str]:
+        """Placeholders of :attr:`listeners` beyond host and ports (the secured broker's files, users)."""
+        return {}
+
+    def format_args(self) -> list[str]:
+        """Extra ``kafka-storage format`` arguments (the secured broker's SCRAM users)."""
+        return []
 
     @property
     def address(self) -> str:
@@ -102,7 +121,15 @@ class KafkaService(LocalService):
     def prepare(self) -> None:
         """Render the config and format the storage once (a formatted dir keeps its cluster id)."""
         host, port = self.host_port
-        text = render_server_properties(host, port, self.settings.kafka_controller_port, self.data_dir)
+        text = render_server_properties(
+            host,
+            port,
+            self.settings.kafka_controller_port,
+            self.data_dir,
+            self.listeners,
+            self.listener_values(),
+        )
+        self.config_file.touch(mode=0o600)  # the secured broker's file holds its own SCRAM password
         self.config_file.write_text(text)
         if (self.data_dir / "meta.properties").exists():
             return
@@ -115,10 +142,16 @@ class KafkaService(LocalService):
             "--config",
             str(self.config_file),
             "--ignore-formatted",
+            *self.format_args(),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
         if done.returncode != 0:
-            raise ServiceStartError(self.name, "formatting KRaft storage failed", done.stdout + done.stderr)
+            output = self.redact(done.stdout + done.stderr)
+            raise ServiceStartError(self.name, "formatting KRaft storage failed", output)
+
+    def redact(self, text: str) -> str:
+        """``text`` safe to show (the secured broker removes its passwords)."""
+        return text
 
     def _java(self) -> list[str]:
         return [

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from infra.install import install, kafka_jars_current
 from infra.kafka_local import KafkaService
 from infra.redis_local import RedisService
+from infra.secure_local import secure_services, write_env_files
 from infra.service import LocalService, ServiceStatus
 from workers.logging import configure_logging, get_logger
 from workers.settings import Settings, get_settings
@@ -34,7 +35,9 @@ class InfraStatus(BaseModel):
 
 
 def services(settings: Settings) -> list[LocalService]:
-    """The services infra/ manages, in start order."""
+    """The services infra/ manages, in start order: the secured pair when ``settings.infra_secure``."""
+    if settings.infra_secure:
+        return secure_services(settings)
     return [KafkaService(settings), RedisService(settings)]
 
 
@@ -64,6 +67,9 @@ def up(settings: Settings) -> InfraStatus:
     started = [(svc, svc.start()) for svc in services(settings)]
     for svc, pid in started:
         svc.wait_ready(pid, settings.infra_start_timeout_s)
+    if settings.infra_secure:
+        for path in write_env_files(settings):
+            log.info("secure_env_written", path=str(path))
     return status(settings)
 
 

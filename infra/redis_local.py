@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from infra.errors import InstallError
 from infra.service import LocalService
+from workers.client_security import redact_url, redis_security_kwargs
 
 REDIS_CONF = Path(__file__).resolve().parent / "redis" / "redis.conf"
 
@@ -16,7 +17,7 @@ def parse_redis_url(url: str) -> tuple[str, int]:
     """Host and port of a ``redis://host:port/db`` URL (port 6379 when omitted)."""
     parsed = urlparse(url)
     if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
-        raise ValueError(f"redis_url must look like redis://host:port/0, got {url!r}")
+        raise ValueError(f"redis_url must look like redis://host:port/0, got {redact_url(url)!r}")
     return parsed.hostname, parsed.port or 6379
 
 
@@ -26,7 +27,7 @@ class RedisService(LocalService):
 
     @property
     def address(self) -> str:
-        return self.settings.redis_url
+        return redact_url(self.settings.redis_url)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -60,7 +61,12 @@ class RedisService(LocalService):
     def probe(self) -> bool:
         import redis
 
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = redis.Redis.from_url(
+            self.settings.redis_url,
+            **redis_security_kwargs(self.settings),
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
         try:
             return bool(client.ping())
         except (redis.RedisError, OSError):

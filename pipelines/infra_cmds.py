@@ -5,6 +5,8 @@ infra/ imports kafka-python and redis only inside its probes, so this module sta
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -39,26 +41,46 @@ def _settings() -> Settings:
     return settings
 
 
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="The secured stack: SASL_SSL broker, TLS + ACL Redis; writes .state/secure.env "
+        "(also GUARDSTREAM_INFRA_SECURE=true).",
+    ),
+]
+
+
+def _maybe_secure(settings: Settings, secure: bool) -> Settings:
+    return settings.model_copy(update={"infra_secure": True}) if secure else settings
+
+
 @infra_app.command("up")
-def up_cmd() -> None:
+def up_cmd(secure: SecureOption = False) -> None:
     """Start Kafka (KRaft) and Redis unless they answer already; wait until both do."""
     with user_errors():
-        _print_status(up(_settings()))
+        settings = _maybe_secure(_settings(), secure)
+        _print_status(up(settings))
+        if settings.infra_secure:
+            env = settings.state_dir / "secure.env"
+            typer.echo(
+                f"clients: set -a; . {env}; set +a   (policy writer: {env.with_name('secure-writer.env')})"
+            )
 
 
 @infra_app.command("down")
-def down_cmd() -> None:
+def down_cmd(secure: SecureOption = False) -> None:
     """Stop the services `infra up` started from this state dir (others are left alone)."""
     with user_errors():
-        stopped = down(_settings())
+        stopped = down(_maybe_secure(_settings(), secure))
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
 
 
 @infra_app.command("status")
-def status_cmd() -> None:
+def status_cmd(secure: SecureOption = False) -> None:
     """Show whether each service answers, and whether guardstream manages it."""
     with user_errors():
-        _print_status(status(_settings()))
+        _print_status(status(_maybe_secure(_settings(), secure)))
 
 
 def register(app: typer.Typer) -> None:

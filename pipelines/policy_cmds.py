@@ -16,6 +16,7 @@ from pipelines.errors import user_errors
 from schemas.policy import TenantPolicy
 from workers.errors import InputError
 from workers.settings import get_settings
+from workers.tenancy import route_problem
 
 if TYPE_CHECKING:
     from workers.policies.redis_store import RedisPolicyStore
@@ -68,6 +69,9 @@ def set_policy(
     with user_errors():
         policy = load_policy_file(tenant_id, file)
         with _store() as store:
+            problem = route_problem(policy, get_settings(), store.list())
+            if problem is not None:
+                raise InputError(f"policy for tenant {tenant_id!r} refused: {problem}")
             _print(store.put(policy))
 
 

@@ -4,12 +4,19 @@ The request has the keys of a golden vector (``model`` or ``generation``, ``vari
 ``categories``, ``excluded_category_keys``, ``conversation``), so a vector can be piped in unchanged and
 the output compared byte for byte; other keys (``id``, ``expected_prompt``...) are ignored. Output is
 written as UTF-8 bytes with no added newline. Only the prompt-format module is imported, never torch.
+
+Conversation content is neutralised as the scorer sees it (``workers.guard.neutralise``); ``--verbatim``
+prints it as Meta's reference templates insert it, for comparing with them. ``--token-ids`` prints, for
+auditing, the ids the scorer would feed the configured model (or ``--model``) for this request: fitted
+to ``max_prompt_tokens``, content tokenized without special tokens, then the verdict prefix.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -71,9 +78,9 @@ class RenderRequest(BaseModel):
         kept_categories = tuple(c for c in self.categories if c.code not in self.excluded_category_keys)
         return Taxonomy(categories=kept_categories)
 
-    def render(self) -> RenderedPrompt:
+    def render(self, verbatim: bool = False) -> RenderedPrompt:
         fmt = get_format(self.resolved_generation, self.variant)
-        return fmt.render(self.taxonomy(), self.conversation, SIDES[self.role_to_classify])
+        return fmt.render(self.taxonomy(), self.conversation, SIDES[self.role_to_classify], verbatim=verbatim)
 
 
 def _check_known(excluded: tuple[str, ...], codes: list[str]) -> None:
@@ -82,12 +89,43 @@ def _check_known(excluded: tuple[str, ...], codes: list[str]) -> None:
         raise ValueError(f"excluded_category_keys names codes {unknown} that the taxonomy does not have")
 
 
+def token_ids(request: RenderRequest, model: Path | None) -> str:
+    """One JSON line: the model, whether the prompt was truncated, the ids and their token strings."""
+    from workers.guard.loading import load_tokens
+    from workers.guard.prompt_ids import fit_prompt
+    from workers.settings import ModelSpec, get_settings
+
+    settings = get_settings()
+    spec = ModelSpec(path=model) if model is not None else settings.models.get("default", ModelSpec())
+    tokens = load_tokens(spec, settings)
+    fmt = get_format(request.resolved_generation, request.variant)
+    budget = settings.max_prompt_tokens - len(tokens.verdict_prefix_ids) - 1 - settings.max_category_tokens
+    side = SIDES[request.role_to_classify]
+    fitted = fit_prompt(fmt, tokens, request.taxonomy(), request.conversation, side, budget)
+    ids = [*fitted.ids, *tokens.verdict_prefix_ids]
+    pieces = tokens.tokenizer.convert_ids_to_tokens(ids)
+    return json.dumps(
+        {"model": str(spec.path or "default"), "truncated": fitted.truncated, "ids": ids, "tokens": pieces}
+    )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("render-prompt")
-    def render_prompt() -> None:
+    def render_prompt(
+        verbatim: Annotated[
+            bool, typer.Option("--verbatim", help="Content as Meta's templates insert it (not neutralised).")
+        ] = False,
+        ids: Annotated[
+            bool, typer.Option("--token-ids", help="Print the token ids the scorer would feed, as JSON.")
+        ] = False,
+        model: Annotated[
+            Path | None,
+            typer.Option("--model", help="Checkpoint for --token-ids (default: the default pool)."),
+        ] = None,
+    ) -> None:
         """Read one JSON request on stdin and print exactly the Llama Guard prompt it describes."""
         with user_errors():
             request = RenderRequest.model_validate_json(sys.stdin.buffer.read())
-            text = request.render().text
+            text = token_ids(request, model) + "\n" if ids else request.render(verbatim).text
         sys.stdout.buffer.write(text.encode("utf-8"))
         sys.stdout.buffer.flush()

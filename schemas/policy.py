@@ -14,7 +14,11 @@ OnError = Literal["fail-closed", "fail-open", "dead-letter"]
 
 
 class Route(BaseModel):
-    """Where a tenant's events are scored and where its verdicts go."""
+    """Where a tenant's events are scored and where its verdicts go.
+
+    A deployment also requires ``verdict_topic`` to start with its tenant topic prefix and to be nobody
+    else's topic; ``guardstream policy set`` checks that (``workers.tenancy.verdict_topic_problem``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,6 +26,14 @@ class Route(BaseModel):
     verdict_topic: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9._-]{1,249}$", description="None: the deployment's verdict topic."
     )
+
+    @field_validator("verdict_topic")
+    @classmethod
+    def _not_a_reserved_name(cls, value: str | None) -> str | None:
+        """Kafka forbids ``.`` and ``..``; ``__`` names its internal topics (offsets, transactions)."""
+        if value in {".", ".."} or (value is not None and value.startswith("__")):
+            raise ValueError(f"{value!r} is reserved by Kafka")
+        return value
 
 
 class TenantPolicy(BaseModel):

@@ -75,6 +75,11 @@ class Verdict(BaseModel):
     skipped: str | None = Field(
         default=None, description="Why the event was not scored (e.g. side not classified)."
     )
+    truncated: bool = Field(
+        default=False,
+        description="Part of the conversation was not scored: oldest turns dropped or the last message's "
+        "middle cut to fit the model's prompt budget (its start and end are always scored).",
+    )
 
     def to_bytes(self, max_bytes: int) -> bytes:
         """The verdict as UTF-8 JSON of at most ``max_bytes``: free text cut, unknown codes capped.
@@ -110,6 +115,7 @@ class DeadLetterCode(StrEnum):
     POLICY_INVALID = "policy_invalid"
     UNDECODABLE_BATCH = "undecodable_batch"
     PRODUCE_FAILED = "produce_failed"
+    TENANT_MISMATCH = "tenant_mismatch"
 
 
 class DeadLetter(BaseModel):

@@ -125,6 +125,7 @@ def decide(
         policy_stale=policy_stale,
         model=model,
         latency_ms=latency_ms,
+        truncated=result.truncated,
     )
 
 

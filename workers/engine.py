@@ -45,6 +45,9 @@ class ScoreResult(BaseModel):
     raw_output: str | None = Field(default=None, description="Decoded text, when categories were decoded.")
     category_scores: dict[str, float] = Field(default_factory=dict)
     prompt_tokens: int = 0
+    truncated: bool = Field(
+        default=False, description="Turns were dropped or the last message's middle cut to fit the model."
+    )
     error: str | None = Field(
         default=None,
         description="Why this request alone could not be scored (its ``score`` is then 0 and meaningless); "

@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from workers.client_security import kafka_client_kwargs
 from workers.logging import get_logger
 from workers.settings import Settings
 
@@ -27,8 +28,8 @@ MAX_POLL_INTERVAL_MS = 25_000
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    """Options every client shares: where the cluster is (and, later, how to authenticate to it)."""
-    return {"bootstrap_servers": settings.kafka_bootstrap}
+    """Options every client shares: where the cluster is and how to authenticate to it (TLS, SASL)."""
+    return kafka_client_kwargs(settings)
 
 
 def stream_consumer(settings: Settings, *, worker_id: str) -> KafkaConsumer:

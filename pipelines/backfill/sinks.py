@@ -47,6 +47,7 @@ VERDICT_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("error", pa.string()),
         ("skipped", pa.string()),
+        ("truncated", pa.bool_()),
         ("source", pa.string()),
         ("position", pa.int64()),
     ]

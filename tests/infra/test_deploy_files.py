@@ -59,11 +59,16 @@ def test_only_real_settings_are_named() -> None:
     assert commented <= SETTING_ENV_NAMES
 
 
-def test_setting_values_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every value parses as its field would from the environment (JSON models included)."""
+def test_setting_values_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every value parses as its field would from the environment (JSON models included); secret files
+    named by *_FILE settings are stand-ins here (in the cluster they come from the mounted Secret)."""
     for _, env in _guardstream_env():
         for key, value in env.items():
-            if key.startswith("GUARDSTREAM_"):
+            if key.endswith("_PASSWORD_FILE"):
+                stand_in = tmp_path / Path(value).name
+                stand_in.write_text("stand-in")
+                monkeypatch.setenv(key, str(stand_in))
+            elif key.startswith("GUARDSTREAM_"):
                 monkeypatch.setenv(key, value)
         Settings()
         for key in env:
@@ -111,3 +116,28 @@ def test_rayjob_runs_the_stream_with_gpus_for_every_replica() -> None:
         for group in cluster["workerGroupSpecs"]
     )
     assert 0 < gpus_needed <= gpus_max
+
+
+def test_secrets_stay_in_secrets_and_ray_stays_inside_the_cluster() -> None:
+    configmap = _k8s("ConfigMap")["data"]
+    for key, value in configmap.items():
+        assert "PASSWORD" not in key or key.endswith("_FILE"), key
+        assert "@" not in value, f"{key} looks like a URL with credentials"
+    assert configmap["GUARDSTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert configmap["GUARDSTREAM_REDIS_URL"].startswith("rediss://")
+    cluster = _k8s("RayJob")["spec"]["rayClusterSpec"]
+    assert cluster["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [
+        g["template"]["spec"] for g in cluster["workerGroupSpecs"]
+    ]
+    secret_dir = str(Path(configmap["GUARDSTREAM_KAFKA_SASL_PASSWORD_FILE"]).parent)
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert volumes[mounts[secret_dir]["name"]]["secret"]["secretName"] == "guardstream-secrets"
+    policy = _k8s("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]
+    redis_values = _docs(K8S / "redis-values.yaml")[0]
+    assert redis_values["auth"]["enabled"] and redis_values["auth"]["existingSecret"]
+    assert redis_values["tls"]["enabled"] and "password" not in redis_values["auth"]

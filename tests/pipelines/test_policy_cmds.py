@@ -81,3 +81,26 @@ def test_unreachable_redis_is_one_line_exit_2(tmp_path: Path) -> None:
 
     result = guardstream(f"redis://127.0.0.1:{free_port()}/0", "list")
     assert result.returncode == 2 and "unreachable" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("guard.conversations", "deployment's topic"),
+        ("guard.dlq", "deployment's topic"),
+        ("__consumer_offsets", "reserved by Kafka"),
+        ("acme-verdicts", "tenant topic prefix 'guard.verdicts.'"),
+        ("guard.verdicts.kidsplay", "tenant 'kidsplay'"),
+    ],
+)
+def test_set_refuses_verdict_topics_outside_the_tenant_prefix_or_taken(
+    redis_url: str, tmp_path: Path, topic: str, reason: str
+) -> None:
+    kids = guardstream(redis_url, "set", "kidsplay", str(SAMPLES / "policy-kidsplay.json"))
+    assert kids.returncode == 0, kids.stderr
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"route": {"verdict_topic": topic}}))
+    refused = guardstream(redis_url, "set", "acme-evil", str(policy))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert reason in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert guardstream(redis_url, "get", "acme-evil").returncode == 1

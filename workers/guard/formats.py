@@ -2,8 +2,17 @@
 
 The guard was trained on one exact string layout, and a stray space or a missing blank line shifts its
 scores, so every canonical vector in ``tests/data/golden.jsonl`` must render byte for byte. Conversation
-text is data: it is inserted by plain string concatenation, never through a template engine, so ``{{ }}``,
-``$x`` or a fake ``<END CONVERSATION>`` line reach the model exactly as the user wrote them.
+text is data: it is inserted by plain string concatenation, never through a template engine, so ``{{ }}``
+or ``$x`` reach the model as the user wrote them.
+
+Content must not be able to forge the prompt's structure, so two defences apply to it (and only to it):
+
+- ``RenderedPrompt.content_spans`` mark where content lies; ``GuardTokens.encode_rendered`` tokenizes it
+  as plain text, so no content byte ever becomes a special token id (``<|eot_id|>`` typed by a user is
+  the characters ``<``, ``|``, ..., not the end-of-turn token).
+- :func:`workers.guard.neutralise.neutralise` rewrites the formats' own markers inside content (fake
+  ``<END CONVERSATION>``, ``[/INST]``, role labels, special-token spellings) into look-alikes that carry
+  no structure; content without such markers, every ordinary golden vector included, is unchanged.
 
 Everything up to ``<BEGIN CONVERSATION>\\n\\n`` depends only on (format, taxonomy, side); ``prefix_end``
 marks it so the scorer can compute that prefix's attention keys/values once per policy and side.
@@ -23,6 +32,7 @@ from typing import ClassVar
 from schemas.events import Message, Role, Side
 from schemas.taxonomy import Category, Generation, Taxonomy, builtin_taxonomy
 from workers.errors import PromptFormatError
+from workers.guard.neutralise import neutralise
 
 ROLE_LABELS: Mapping[Role, str] = {"user": "User", "assistant": "Agent"}
 """How each message role is labelled inside the conversation block."""
@@ -39,6 +49,8 @@ class RenderedPrompt:
 
     text: str
     prefix_end: int
+    content_spans: tuple[tuple[int, int], ...] = ()
+    """``(start, end)`` of each message's content in ``text``: tokenized as plain text, never as specials."""
 
     @property
     def prefix(self) -> str:
@@ -57,8 +69,14 @@ class PromptFormat(ABC):
     variant: str = "canonical"
 
     @abstractmethod
-    def render(self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side) -> RenderedPrompt:
-        """The prompt that asks the guard about ``side`` of ``messages`` under ``taxonomy``."""
+    def render(
+        self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side, *, verbatim: bool = False
+    ) -> RenderedPrompt:
+        """The prompt that asks the guard about ``side`` of ``messages`` under ``taxonomy``.
+
+        ``verbatim`` skips :func:`neutralise` (content as Meta's reference templates insert it): for
+        comparing against reference prompts only, never for scoring.
+        """
 
     @abstractmethod
     def categories_block(self, taxonomy: Taxonomy) -> str:
@@ -157,9 +175,9 @@ class TemplatePromptFormat(PromptFormat):
             + CONVERSATION_OPEN
         )
 
-    def _turn(self, message: Message) -> str:
+    def _content(self, message: Message, verbatim: bool) -> str:
         content = message.content.strip() if self.template.strip_content else message.content
-        return ROLE_LABELS[message.role] + ": " + content
+        return content if verbatim else neutralise(content)
 
     def _instructions(self, side: Side) -> str:
         t = self.template
@@ -176,12 +194,19 @@ class TemplatePromptFormat(PromptFormat):
             + t.close
         )
 
-    def render(self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side) -> RenderedPrompt:
+    def render(
+        self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side, *, verbatim: bool = False
+    ) -> RenderedPrompt:
         if not messages:
             raise ValueError("a prompt needs at least one message")
         prefix = self.prefix(taxonomy, side)
-        conversation = "\n\n".join(self._turn(m) for m in messages)
-        return RenderedPrompt(prefix + conversation + self._instructions(side), len(prefix))
+        text, spans = prefix, []
+        for i, message in enumerate(messages):
+            text += ("\n\n" if i else "") + ROLE_LABELS[message.role] + ": "
+            content = self._content(message, verbatim)
+            spans.append((len(text), len(text) + len(content)))
+            text += content
+        return RenderedPrompt(text + self._instructions(side), len(prefix), tuple(spans))
 
 
 LLAMA3_USER = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>"

@@ -197,6 +197,21 @@ def _load_weights(directory: Path, adapter: Path | None, dtype: torch.dtype) -> 
     return model, tokenizer
 
 
+def load_tokens(spec: ModelSpec, settings: Settings) -> GuardTokens:
+    """Only the tokenizer side of ``spec`` (no weights): what ``render-prompt --token-ids`` audits."""
+    from transformers import AutoTokenizer
+
+    source = spec.path if spec.path is not None else default_model_path()
+    directory = checkpoint_dir(source, settings)
+    adapter = spec.adapter if spec.path is not None or spec.adapter is not None else DEFAULT_ADAPTER
+    tokenizer_dir = adapter if adapter and (adapter / "tokenizer_config.json").is_file() else directory
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"can't load a tokenizer from {tokenizer_dir}: {exc}") from exc
+    return resolve_tokens(tokenizer, get_format(infer_prompt_format(spec, source)))
+
+
 def load_guard(spec: ModelSpec, settings: Settings) -> LoadedGuard:
     """Load ``spec`` for inference on the configured device.
 

@@ -17,8 +17,9 @@ its last token, and every request checks that its full tokenization starts with 
 request that doesn't is scored on its full prompt, uncached — slower, never different.
 
 Long conversations: when prompt + answer would exceed ``Settings.max_prompt_tokens``, the oldest turns
-are dropped (at least the last message is kept); if the last message alone is too long its text is cut,
-keeping its beginning. ``ScoreResult.prompt_tokens`` reports what was actually scored.
+are dropped (at least the last message is kept); if the last message alone is too long its middle is cut,
+keeping its start and end (``prompt_ids``). ``ScoreResult.prompt_tokens`` reports what was actually
+scored, ``ScoreResult.truncated`` that something was left out.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from workers.guard.kv_batch import (
 from workers.guard.loading import LoadedGuard
 from workers.guard.parse import DEFAULT_STOPS, parse_output
 from workers.guard.prefix_cache import PrefixCache, PrefixEntry, prefix_key
+from workers.guard.prompt_ids import PromptIds, fit_prompt
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,7 @@ class _Row:
     suffix: list[int]
     score: float = 0.0
     generated: list[int] | None = None
+    truncated: bool = False
 
 
 class GuardScorer:
@@ -88,29 +91,20 @@ class GuardScorer:
             self._prefix_ids[prefix_text] = ids
         return ids
 
-    def _fit(self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side) -> tuple[str, str, list[int]]:
-        """Render and tokenize, dropping oldest turns (then cutting the last) to fit ``max_prompt_tokens``."""
+    def _fit(self, taxonomy: Taxonomy, messages: Sequence[Message], side: Side) -> PromptIds:
+        """Render, tokenize (content never as specials) and fit to ``max_prompt_tokens`` (``prompt_ids``)."""
         budget = self.settings.max_prompt_tokens - len(self.tokens.verdict_prefix_ids) - 1
         budget -= self.settings.max_category_tokens
-        msgs = list(messages)
-        for _ in range(len(messages) + 4):
-            rendered = self.guard.prompt_format.render(taxonomy, msgs, side)
-            ids = self.tokens.encode_prompt(rendered.text)
-            over = len(ids) - budget
-            if over <= 0:
-                return rendered.prefix, rendered.text, ids
-            if len(msgs) > 1:
-                msgs.pop(0)
-                continue
-            content = self.tokens.encode_prompt(msgs[0].content)
-            if len(content) <= over + 8:
-                break
-            text = self.tokens.decode(content[: len(content) - over - 8])
-            msgs = [Message(role=msgs[0].role, content=text if text.strip() else ".")]
-        raise ScoringError(f"prompt can't fit max_prompt_tokens={self.settings.max_prompt_tokens}")
+        try:
+            return fit_prompt(self.guard.prompt_format, self.tokens, taxonomy, messages, side, budget)
+        except ScoringError:
+            raise ScoringError(
+                f"prompt can't fit max_prompt_tokens={self.settings.max_prompt_tokens}"
+            ) from None
 
     def _row(self, index: int, request: ScoreRequest, taxonomy: Taxonomy, code: str | None) -> _Row:
-        prefix_text, _, ids = self._fit(taxonomy, request.messages, request.side)
+        fitted = self._fit(taxonomy, request.messages, request.side)
+        prefix_text, ids = fitted.prefix, fitted.ids
         prefix_ids = self._split_ids(prefix_text)
         tail = [*self.tokens.verdict_prefix_ids]
         if prefix_ids and tuple(ids[: len(prefix_ids)]) == prefix_ids:
@@ -120,7 +114,7 @@ class GuardScorer:
             log.debug("prefix_split_fallback", request_id=request.request_id)
             prefix_text, prefix_ids, suffix = UNCACHED, (), ids + tail
         decode_at = request.decode_categories_at if code is None else None
-        return _Row(index, code, decode_at, prefix_text, prefix_ids, suffix)
+        return _Row(index, code, decode_at, prefix_text, prefix_ids, suffix, truncated=fitted.truncated)
 
     def _rows(self, requests: Sequence[ScoreRequest]) -> tuple[list[_Row], dict[int, str]]:
         """Rows to run, and the requests that can't be (index -> why): one request's impossible prompt
@@ -203,6 +197,7 @@ class GuardScorer:
             score=main.score,
             category_scores={r.code: r.score for r in extra if r.code is not None},
             prompt_tokens=len(main.prefix_ids) + len(main.suffix),
+            truncated=main.truncated,
             **fields,  # type: ignore[arg-type]
         )
 

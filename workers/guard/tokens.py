@@ -5,20 +5,27 @@ Llama 3 has ``unsafe`` as one token (39257), SmolLM2 splits ``unsafe`` but keeps
 the bare word, then the space-prefixed word, and take the first form in which both ``safe`` and ``unsafe``
 are single tokens; if none is, loading fails (a score over half a word would be meaningless).
 
-Prompts are tokenized with special tokens *parsed* and *no extra BOS* (FORMATS.md §2): every format
-already writes its BOS text, and tokenizers that add one would double it. Fine-tuning builds its targets
-from the same functions (``GuardTokens.target_ids``), so training and scoring see identical token
-boundaries: prompt ids, then ``verdict_prefix`` ids, then the verdict id, then the codes line, then a stop.
+Prompts are tokenized with *no extra BOS* (FORMATS.md §2): every format already writes its BOS text, and
+tokenizers that add one would double it. Special tokens are parsed in the template's text only:
+``encode_rendered`` splits the prompt at the template's special-token strings and encodes every piece in
+between, conversation content included, with special-token parsing off. That is exactly how a tokenizer
+handles text around special tokens anyway, so ordinary prompts get the same ids as before, while a
+``<|eot_id|>`` typed inside a message stays characters and can never become the control token.
+
+Fine-tuning builds its targets from the same functions (``GuardTokens.target_ids``), so training and
+scoring see identical token boundaries: prompt ids, then ``verdict_prefix`` ids, then the verdict id,
+then the codes line, then a stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workers.errors import ModelLoadError
-from workers.guard.formats import PromptFormat
+from workers.guard.formats import PromptFormat, RenderedPrompt
 
 VERDICT_FORMS: tuple[str, ...] = ("", " ")
 """Prefixes tried, in order, in front of ``safe``/``unsafe`` to find single-token verdict words."""
@@ -31,9 +38,37 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
+def encode_plain(tokenizer: Any, text: str) -> list[int]:
+    """``text`` as token ids with special-token strings *not* parsed: what any untrusted text must use."""
+    if not text:
+        return []
+    return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+
+def added_token_ids(tokenizer: Any) -> dict[str, int]:
+    """Every added token's text (specials such as ``<|eot_id|>`` among them) → its id."""
+    return {str(token.content): int(i) for i, token in tokenizer.added_tokens_decoder.items()}
+
+
+def special_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids a prompt's text may only reach through the template: added tokens and the tokenizer's specials."""
+    return frozenset([*added_token_ids(tokenizer).values(), *tokenizer.all_special_ids])
+
+
 def _single_token(tokenizer: Any, text: str) -> int | None:
     ids = encode(tokenizer, text)
     return ids[0] if len(ids) == 1 else None
+
+
+_PATTERNS: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+
+
+def _added_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex matching any added token, longest first (``<|eot|>`` inside ``<|eot_id|>`` never wins)."""
+    if tokens not in _PATTERNS:
+        ordered = sorted(tokens, key=len, reverse=True)
+        _PATTERNS[tokens] = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    return _PATTERNS[tokens]
 
 
 @dataclass(frozen=True)
@@ -50,10 +85,36 @@ class GuardTokens:
     stop_ids: tuple[int, ...]
     """Ids that end an answer: the format's single-token stop strings, then the tokenizer's EOS."""
     pad_id: int
+    added: Mapping[str, int] = field(default_factory=dict)
+    """Added-token text → id, for :meth:`encode_rendered`."""
 
     def encode_prompt(self, text: str) -> list[int]:
-        """A rendered prompt's ids, exactly as the scorer feeds them (no extra BOS)."""
+        """Trusted template text's ids, special-token strings parsed (no extra BOS). Never for content."""
         return encode(self.tokenizer, text)
+
+    def encode_content(self, text: str) -> list[int]:
+        """Untrusted text's ids: special-token strings stay plain text."""
+        return encode_plain(self.tokenizer, text)
+
+    def encode_rendered(self, rendered: RenderedPrompt) -> list[int]:
+        """A rendered prompt's ids, exactly as the scorer feeds them: specials parsed outside
+        ``rendered.content_spans`` only (module docstring)."""
+        pattern = _added_pattern(tuple(self.added))
+        pieces: list[str | int] = [""]
+        position = 0
+        for start, end in [*rendered.content_spans, (len(rendered.text), len(rendered.text))]:
+            template = rendered.text[position:start]
+            last = 0
+            for match in pattern.finditer(template) if pattern is not None else ():
+                pieces[-1] = str(pieces[-1]) + template[last : match.start()]
+                pieces += [self.added[match.group()], ""]
+                last = match.end()
+            pieces[-1] = str(pieces[-1]) + template[last:] + rendered.text[start:end]
+            position = end
+        ids: list[int] = []
+        for piece in pieces:
+            ids += [piece] if isinstance(piece, int) else self.encode_content(piece)
+        return ids
 
     def verdict_id(self, verdict: Verdict) -> int:
         return self.unsafe_id if verdict == "unsafe" else self.safe_id
@@ -99,6 +160,7 @@ def resolve_tokens(tokenizer: Any, prompt_format: PromptFormat) -> GuardTokens:
         raise ModelLoadError("tokenizer has no end-of-answer token (no stop string and no eos_token)")
     pad = tokenizer.pad_token_id
     return GuardTokens(
+        added=added_token_ids(tokenizer),
         tokenizer=tokenizer,
         safe_id=safe_id,
         unsafe_id=unsafe_id,

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from schemas.policy import TenantPolicy
+from workers.client_security import redis_security_kwargs
 from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.logging import get_logger
 from workers.policies.base import PolicyLookup
@@ -78,6 +79,7 @@ class RedisPolicyStore:
         self._settings = settings
         self._client = redis.Redis.from_url(
             settings.redis_url,
+            **redis_security_kwargs(settings),
             decode_responses=True,
             socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=settings.redis_timeout_s,

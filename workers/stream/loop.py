@@ -38,6 +38,7 @@ from workers.stream.microbatch import MicroBatcher
 from workers.stream.output import Body, OutputStage
 from workers.stream.scoring import InFlight, Scoring
 from workers.stream.undecodable import BatchFailure, failed_batch
+from workers.tenancy import check_tenant
 
 log = get_logger(__name__)
 
@@ -187,6 +188,16 @@ class StreamLoop:
         event = parse_record(raw, source, **limits)
         if isinstance(event, DeadLetter):
             return self._out.complete(tp, record.offset, record.key, event)
+        mismatch = check_tenant(
+            event,
+            raw,
+            source,
+            tenant_source=self._settings.tenant_source,
+            headers=record.headers or (),
+            header=self._settings.tenant_header,
+        )
+        if mismatch is not None:
+            return self._out.complete(tp, record.offset, record.key, mismatch)
         unknown = self._settings.unknown_tenant
         lookup = resolve_policy(event, self._store, unknown_tenant=unknown, raw=raw, source=source)
         if isinstance(lookup, DeadLetter):
