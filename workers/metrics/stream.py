@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 
 from schemas.verdicts import DeadLetter, Verdict
+from workers.engine import ScoreResult
 from workers.metrics.recorder import ActorRecorder
 from workers.metrics.snapshot import MetricsSnapshot
 from workers.metrics.tenants import TenantLabels
@@ -26,11 +27,14 @@ MAX_TRACKED = 1_000_000
 """Poll times kept for latency; past this (a leak, never in normal flow) the oldest are dropped."""
 
 
-def error_kind(error: str, *, per_request: bool) -> str:
-    """A short, bounded label for why scoring failed (the message itself is for logs, not labels)."""
-    if per_request:
+def error_kind(scored: ScoreResult | str | None) -> str:
+    """A short, bounded label for why scoring failed (the message itself is for logs, not labels).
+
+    ``scored`` as the loop has it: the batch's error text, or the request's own ``ScoreResult``.
+    """
+    if isinstance(scored, ScoreResult):
         return "request"  # this request alone (e.g. a taxonomy that can't fit the prompt budget)
-    lowered = error.lower()
+    lowered = (scored or "").lower()
     if "unknownmodelerror" in lowered or "no model pool named" in lowered:
         return "unknown_model"
     if "timed out" in lowered or "timeout" in lowered:
@@ -82,9 +86,9 @@ class StreamMetrics:
             del self._polled_at[key]
 
     # --- scoring and policies ---------------------------------------------------------------------------
-    def scoring_error(self, pool: str, error: str, *, per_request: bool) -> None:
-        kind = error_kind(error, per_request=per_request)
-        self._rec.metric("guardstream_scoring_errors_total").labels(pool, kind).inc()
+    def scoring_error(self, pool: str, scored: ScoreResult | str | None) -> None:
+        """An event of ``pool`` got its policy's ``on_error`` outcome instead of a score."""
+        self._rec.metric("guardstream_scoring_errors_total").labels(pool, error_kind(scored)).inc()
 
     def policy_stale(self, tenant_id: str) -> None:
         self._rec.metric("guardstream_policy_stale_total").labels(self._tenants(tenant_id)).inc()

@@ -124,6 +124,8 @@ class RedisPolicyStore:
         self._outage = _Outage()
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        self.reloads = 0
+        """Policies fetched from Redis by ``lookup`` (exported as ``guardstream_policy_reloads_total``)."""
 
     # --- admin ----------------------------------------------------------------------------------------
     def put(self, policy: TenantPolicy) -> TenantPolicy:
@@ -188,6 +190,7 @@ class RedisPolicyStore:
                 self._failed(exc)
             else:
                 self._outage.recovered()
+                self.reloads += 1
                 self._remember(tenant_id, policy, generation)
                 return _as_lookup(policy, stale=False)
         return self._serve_stale(tenant_id, entry)

@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, Verdict
 from workers.logging import get_logger
+from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.offsets import OffsetLedger
 from workers.stream.sinks import KafkaSink, Output
@@ -40,8 +41,17 @@ COMMIT_TIMEOUT_MS = 10_000
 class OutputStage:
     """Ledger + sink + commits for one consumer; used from the worker loop's thread only."""
 
-    def __init__(self, settings: Settings, consumer: Any, *, worker_id: str, on_abort: Callable[[], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Any,
+        *,
+        worker_id: str,
+        on_abort: Callable[[], None],
+        metrics: StreamMetrics | None = None,
+    ):
         self._settings = settings
+        self._metrics = metrics or StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
         self._consumer = consumer
         self._worker_id = worker_id
         self._on_abort = on_abort
@@ -129,6 +139,7 @@ class OutputStage:
         except KafkaError as exc:
             log.error("transaction_aborted", worker=self._worker_id, error=str(exc))
             self._sink.abort()
+            self._metrics.forget(self._ledger.partitions())
             self._ledger.revoke(self._ledger.partitions())
             self._on_abort()
             return
@@ -152,10 +163,12 @@ class OutputStage:
                 topic=output.topic,
                 error=str(delivery.error),
             )
+            self._metrics.produce_retry()
             self._sink.send(output)
 
     def _count(self, outputs: list[Output]) -> None:
         for output in outputs:
+            self._metrics.answered(output.source, output.source_offset, output.body)  # type: ignore[arg-type]
             if isinstance(output.body, DeadLetter):
                 self.dead_letters += 1
             else:

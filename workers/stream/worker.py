@@ -15,6 +15,8 @@ from typing import Any
 import ray
 
 from workers.logging import configure_logging, get_logger
+from workers.metrics.snapshot import MetricsSnapshot
+from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.items import Pools, WorkerStats
 from workers.stream.loop import StreamLoop
@@ -35,6 +37,8 @@ class StreamWorkerImpl:
         self._stop = threading.Event()
         self._loop: StreamLoop | None = None
         self._final: WorkerStats | None = None
+        self._metrics = StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
+        self._store: Any = None
         self._earlier = WorkerStats(worker_id=worker_id)
         """Counters of loops that failed and were rebuilt, so a report covers the worker's whole life."""
         self._thread = threading.Thread(target=self._run, name=f"stream-{worker_id}", daemon=True)
@@ -43,14 +47,17 @@ class StreamWorkerImpl:
     def _run(self) -> None:
         from workers.policies.redis_store import RedisPolicyStore
 
-        store = RedisPolicyStore(self._settings)
+        store = self._store = RedisPolicyStore(self._settings)
         try:
             while not self._stop.is_set():
                 try:
-                    self._loop = StreamLoop(self._settings, self._pools, store, worker_id=self._worker_id)
+                    self._loop = StreamLoop(
+                        self._settings, self._pools, store, worker_id=self._worker_id, metrics=self._metrics
+                    )
                     self._final = combined(self._earlier, self._loop.run(self._stop))
                 except Exception:
                     log.exception("stream_loop_failed_restarting", worker=self._worker_id)
+                    self._metrics.consumer_rebuilt()
                     if self._loop is not None:
                         self._earlier = combined(self._earlier, self._loop.stats())
                         self._loop = None
@@ -68,6 +75,14 @@ class StreamWorkerImpl:
         if self._loop is None:
             return self._earlier.model_dump()
         return combined(self._earlier, self._loop.stats()).model_dump()
+
+    def metrics(self) -> MetricsSnapshot:
+        """Metrics and readiness for the ``stream`` driver (``pipelines.telemetry``)."""
+        live = self.stats()
+        reloads = getattr(self._store, "reloads", None)
+        return self._metrics.snapshot(
+            in_flight=live["in_flight"], running=live["running"], policy_reloads=reloads
+        )
 
     def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Stop polling, finish in-flight batches, produce, commit, leave the group; returns final stats."""

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.verdicts import DeadLetter, DeadLetterCode, Verdict
-from workers.engine import CacheStats
+from workers.engine import CacheStats, ScoreResult
 from workers.metrics.aggregate import Aggregator
 from workers.metrics.catalog import CATALOG
 from workers.metrics.replica import ReplicaMetrics
@@ -162,10 +162,9 @@ def test_revoked_partitions_are_not_timed_and_readiness_follows_assignment() -> 
 
 
 def test_error_kinds_are_a_small_fixed_set() -> None:
-    assert error_kind("anything", per_request=True) == "request"
-    assert error_kind("ScoringError: scoring 8 requests timed out", per_request=False) == "timeout"
-    assert error_kind("UnknownModelError: no model pool named 'x'", per_request=False) == "unknown_model"
-    assert error_kind("ScoringError: model pool 'd': replica died twice: ...", per_request=False) == (
-        "replica_lost"
-    )
-    assert error_kind("ScoringError: RuntimeError: boom", per_request=False) == "model"
+    alone = ScoreResult(request_id="r", score=0.0, error="taxonomy too long for the prompt budget")
+    assert error_kind(alone) == "request"
+    assert error_kind("ScoringError: scoring 8 requests timed out") == "timeout"
+    assert error_kind("UnknownModelError: no model pool named 'x'") == "unknown_model"
+    assert error_kind("ScoringError: model pool 'd': replica died twice: ...") == "replica_lost"
+    assert error_kind("ScoringError: RuntimeError: boom") == "model"
