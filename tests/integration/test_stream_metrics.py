@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from workers.pool import ModelPools
 
 from schemas.policy import TenantPolicy
 from tests.integration.stream_support import (
@@ -31,6 +30,7 @@ from tests.integration.stream_support import (
     wait_until,
 )
 from workers.policies.redis_store import RedisPolicyStore
+from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
 
 pytestmark = pytest.mark.integration
