@@ -76,7 +76,7 @@ class StreamHandle:
             self.telemetry.stopping()
         final = list(ray.get([w.drain.remote(timeout) for w in self.workers], timeout=timeout + 30))
         if self.telemetry is not None:
-            self.telemetry.collect()  # the drained workers' final counts, before the actors go
+            self.telemetry.finish()  # the drained workers' final counts, before the actors go
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         if self._owns_pools:

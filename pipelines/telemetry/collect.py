@@ -42,12 +42,14 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.aggregator)
         self._lock = threading.Lock()
+        self._collecting = threading.Lock()  # the collect thread and ``finish`` share ``_pending``
         self._pools: Any = None
         self._workers: dict[str, Any] = {}
         self._generation = 0
         self._problems: list[str] = []
         self._pending: dict[str, Any] = {}
         self._stopping = False
+        self._finished = False
         self._stop = threading.Event()
         self._lag = LagReader(settings)
         self.server: MetricsServer | None = None
@@ -75,8 +77,14 @@ class Telemetry:
         """The stream drains: not ready any more."""
         self._stopping = True
 
+    def finish(self) -> None:
+        """Collect the drained workers' final counts, then stop asking: the actors are about to be killed."""
+        self.collect()
+        with self._lock:
+            self._finished = True
+
     def close(self) -> None:
-        """Stop the threads and the server (``StreamHandle.drain`` collected the final counts)."""
+        """Stop the threads and the server (``finish`` collected the final counts)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self._settings.metrics_refresh_s + 10)
@@ -98,7 +106,13 @@ class Telemetry:
     # --- the two loops ----------------------------------------------------------------------------------
     def collect(self) -> None:
         """One round of ``metrics`` calls, waiting at most one refresh interval for the answers."""
+        with self._collecting:
+            self._collect()
+
+    def _collect(self) -> None:
         with self._lock:
+            if self._finished:
+                return
             generation, workers, pools = self._generation, dict(self._workers), self._pools
         targets = _targets(workers, pools)
         for source, send in targets.items():
