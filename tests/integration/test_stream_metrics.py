@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.policy import TenantPolicy
+from tests.helpers.http import http_get
 from tests.integration.stream_support import (
     delete_topics_of,
     event,
@@ -39,20 +38,9 @@ EVENTS_PER_TENANT = 8
 BAD = [b'{"event_id": "x", "messages": [unterminated', b"\xff\xfe not text", b"[1, 2]"]
 
 
-def get(url: str) -> tuple[int, str] | None:
-    """Status and body, or None while nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:  # refused before the server binds, reset when it closes
-        return None
-
-
 def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Series by name, parsed with prometheus_client's reference parser."""
-    answer = get(url)
+    answer = http_get(url)
     assert answer is not None and answer[0] == 200
     series: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(answer[1]):
@@ -102,7 +90,7 @@ class ReadyzWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            answer = get(self.url)
+            answer = http_get(self.url)
             if answer is not None:
                 self.statuses.append(answer[0])
                 self.reasons.append(json.loads(answer[1])["reasons"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.telemetry.collect import Telemetry
 from pipelines.telemetry.server import MetricsServer, Readiness
+from tests.helpers.http import http_get
 from workers.metrics.aggregate import Aggregator
 from workers.metrics.catalog import CATALOG
 from workers.metrics.stream import StreamMetrics
@@ -27,11 +26,9 @@ def free_port() -> int:
 
 
 def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+    answer = http_get(url)
+    assert answer is not None, f"nothing answers at {url}"
+    return answer
 
 
 @pytest.fixture
