@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.policy import TenantPolicy
@@ -171,3 +172,40 @@ def test_metrics_count_what_the_stream_produced_and_readiness_follows_start_up(
     assert watcher.statuses[0] == 503 and watcher.reasons[0]
     assert 200 in watcher.statuses
     assert watcher.statuses.index(200) > 0
+
+
+def test_a_restarted_replica_keeps_the_served_counters_monotonic(mine: Settings, pools: ModelPools) -> None:
+    """Ray restarts a killed replica with fresh counters; ``/metrics`` keeps the old ones on top."""
+    from pipelines.telemetry.collect import Telemetry
+    from tests.helpers.score_requests import make_requests
+
+    telemetry = Telemetry(mine.model_copy(update={"metrics_refresh_s": 60.0}), serve=False)
+    try:
+        telemetry.attach(pools=pools)
+        victim = pools.replicas("default")[0]
+        ray.get(victim.score.remote(make_requests(6, "before")), timeout=120)  # counts that must survive
+        telemetry.collect()
+        before = telemetry.aggregator.totals()
+        batch_sum = ("guardstream_batch_size_sum", (("pool", "default"),))
+        snapshot = ray.get(victim.metrics.remote("default-0"), timeout=60)
+        assert sum(s.value for s in snapshot.samples if s.name == batch_sum[0]) >= 6
+        old = snapshot.instance
+        ray.kill(victim, no_restart=False)
+        wait_until(
+            lambda: _instance(victim) not in (None, old), timeout_s=120, what="Ray to restart the replica"
+        )
+        for i in range(4):  # the pool routes by load: some of these reach the restarted replica
+            pools.score("default", make_requests(3, f"after{i}"))
+        telemetry.collect()
+        after = telemetry.aggregator.totals()
+        assert after[batch_sum] == before[batch_sum] + 12
+        assert after[("guardstream_replicas_ready", (("pool", "default"),))] == 2
+    finally:
+        telemetry.close()
+
+
+def _instance(replica: Any) -> str | None:
+    try:
+        return str(ray.get(replica.metrics.remote("default-0"), timeout=5).instance)
+    except Exception:  # still restarting
+        return None
