@@ -1,13 +1,15 @@
 """The stream worker's metrics: one small hook per thing that happens in the loop.
 
-The loop and its output stage call these from their one thread (kafka-python's rebalance callbacks run on
-its I/O thread, but only touch counters, which are thread-safe); ``snapshot`` runs on the actor's RPC
-thread. One ``StreamMetrics`` lives as long as the worker actor, across loop rebuilds, so its counters
-never restart while the process lives.
+The loop and its output stage call these from their one thread; kafka-python's rebalance callbacks
+(``assigned``, ``forget``) may run on its I/O thread, and ``snapshot`` runs on the actor's RPC thread, so
+the poll times are under a lock (prometheus_client's counters are thread-safe already). One
+``StreamMetrics`` lives as long as the worker actor, across loop rebuilds, so its counters never restart
+while the process lives.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 
@@ -52,6 +54,7 @@ class StreamMetrics:
         self._rec = ActorRecorder("worker", worker_id, external=frozenset({RELOADS}))
         self._tenants = TenantLabels(max_tenants)
         self._polled_at: dict[tuple[Partition, int], float] = {}
+        self._polled_lock = threading.Lock()  # ``forget`` runs on the rebalance callback's thread
         self._joined = False
         self._consumed = self._rec.metric("guardstream_records_consumed_total")
         self._verdicts = self._rec.metric("guardstream_verdicts_total")
@@ -63,14 +66,16 @@ class StreamMetrics:
         """A record was read; its latency runs from now until its output is acknowledged."""
         topic, partition = tp
         self._consumed.labels(topic, str(partition)).inc()
-        if len(self._polled_at) >= MAX_TRACKED:
-            self._polled_at.pop(next(iter(self._polled_at)))
-        self._polled_at[((topic, partition), offset)] = time.monotonic()
+        with self._polled_lock:
+            if len(self._polled_at) >= MAX_TRACKED:
+                self._polled_at.pop(next(iter(self._polled_at)))
+            self._polled_at[((topic, partition), offset)] = time.monotonic()
 
     def answered(self, tp: Partition, offset: int, body: Verdict | DeadLetter) -> None:
         """The broker acknowledged the record's verdict or dead letter."""
         topic, partition = tp
-        polled = self._polled_at.pop(((topic, partition), offset), None)
+        with self._polled_lock:
+            polled = self._polled_at.pop(((topic, partition), offset), None)
         if polled is not None:
             self._latency.observe(time.monotonic() - polled)
         if isinstance(body, DeadLetter):
@@ -82,8 +87,9 @@ class StreamMetrics:
     def forget(self, tps: Iterable[Partition]) -> None:
         """Partitions left this worker: their records will be answered (and timed) by the next owner."""
         lost = {(t, p) for t, p in tps}
-        for key in [k for k in self._polled_at if k[0] in lost]:
-            del self._polled_at[key]
+        with self._polled_lock:
+            for key in [k for k in self._polled_at if k[0] in lost]:
+                del self._polled_at[key]
 
     # --- scoring and policies ---------------------------------------------------------------------------
     def scoring_error(self, pool: str, scored: ScoreResult | str | None) -> None:
