@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from workers import kafka_clients
 from workers.settings import Settings
 
 LOOKUP_TIMEOUT_MS = 5_000
@@ -50,12 +50,5 @@ class LagReader:
 
     def _client(self) -> Any:
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                group_id=self._settings.consumer_group,  # for ``committed``; it never subscribes or joins
-                client_id="guardstream-lag",
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                metadata_max_age_ms=5_000,  # see a topic created after start-up within seconds
-            )
+            self._consumer = kafka_clients.lag_consumer(self._settings)
         return self._consumer
