@@ -29,6 +29,7 @@ from tests.integration.stream_support import (
     streaming,
     wait_until,
 )
+from workers.metrics.lag import LagReader
 from workers.policies.redis_store import RedisPolicyStore
 from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
@@ -114,6 +115,11 @@ def test_metrics_count_what_the_stream_produced_and_readiness_follows_start_up(
         for i in range(EVENTS_PER_TENANT)
     ]
     sent = produce(mine, [*valid, *[(None, raw) for raw in BAD]])
+    lag_reader = LagReader(mine)
+    try:  # a new group has committed nothing: every produced record is lag
+        assert sum(lag_reader.read().values()) == len(sent)
+    finally:
+        lag_reader.close()
     base = f"http://127.0.0.1:{mine.metrics_port}"
     watcher = ReadyzWatcher(f"{base}/readyz")
     try:
