@@ -63,3 +63,13 @@ class Engine(Protocol):
     def model_name(self) -> str: ...
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+class CacheStats(BaseModel):
+    """An engine's prefix KV cache counters (``LocalEngine.cache_stats``), for the replica's metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hits: int = Field(default=0, ge=0, description="Prefixes found in the cache.")
+    misses: int = Field(default=0, ge=0, description="Prefixes computed because they were not cached.")
+    nbytes: int = Field(default=0, ge=0, description="Tensor bytes the cache holds now.")

@@ -61,6 +61,21 @@ def reader(settings: Settings, **options: Any) -> KafkaConsumer:
     return KafkaConsumer(**_common(settings), enable_auto_commit=False, **options)
 
 
+def lag_consumer(settings: Settings) -> KafkaConsumer:
+    """Reads the stream group's committed offsets and the input's end offsets (``workers.metrics.lag``).
+
+    It names the group only to fetch its commits: it never subscribes, so it never joins the group.
+    """
+    return KafkaConsumer(
+        **_common(settings),
+        group_id=settings.consumer_group,
+        client_id="guardstream-lag",
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # end offset = last stable offset, what the workers can read
+        metadata_max_age_ms=5_000,  # see a topic created after start-up within seconds
+    )
+
+
 def producer(
     settings: Settings, *, client_id: str = "guardstream-sink", transactional_id: str | None = None
 ) -> KafkaProducer:

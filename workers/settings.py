@@ -254,6 +254,30 @@ class Settings(BaseSettings):
         description="Padded suffix tokens per scoring forward (rows x longest row): bounds memory, padding.",
     )
 
+    # --- observability --------------------------------------------------------------------------------
+    metrics_port: int = Field(
+        default=9400,
+        ge=0,
+        le=65535,
+        description="Port where `stream` serves /metrics, /healthz and /readyz; 0: no endpoint.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint binds; 0.0.0.0 in a pod/container so probes reach it.",
+    )
+    metrics_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often `stream` collects the actors' metrics, checks readiness and reads lag.",
+    )
+    metrics_max_tenants: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Distinct tenant label values in metrics; later tenants are counted as 'other'.",
+    )
+
     # --- logging --------------------------------------------------------------------------------------
     log_format: Literal["json", "console"] = Field(default="json", description="json in production.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

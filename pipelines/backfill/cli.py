@@ -101,7 +101,12 @@ def backfill(
             typer.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
             raise typer.Exit(code=130) from None
         summary = summarize(out, manifest).model_copy(
-            update={"rows_per_s": stats.rows_per_s, "seconds": stats.seconds}
+            update={
+                "rows_per_s": stats.rows_per_s,
+                "steady_rows_per_s": stats.steady_rows_per_s,
+                "rows_this_run": stats.rows,
+                "seconds": stats.seconds,
+            }
         )
         print_summary(summary)
         report = write_report(out, summary, scores_by_tenant(out, manifest))

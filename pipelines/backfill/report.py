@@ -37,7 +37,9 @@ def _totals(summary: BackfillSummary) -> list[tuple[str, str]]:
     scored = sum(t.scored for t in summary.tenants)
     totals = [
         ("shards done", f"{summary.shards_done}/{summary.shards}"),
+        ("rows", str(summary.rows)),
         ("verdicts", str(summary.verdicts)),
+        ("unsafe verdicts", str(summary.unsafe)),
         ("rows scored", str(scored)),
         ("skipped (side not classified)", str(sum(t.skipped for t in summary.tenants))),
         ("scoring errors (fail-open/closed)", str(sum(t.scoring_errors for t in summary.tenants))),
@@ -45,7 +47,10 @@ def _totals(summary: BackfillSummary) -> list[tuple[str, str]]:
     ]
     totals += [(f"  {code}", str(n)) for code, n in summary.bad_rows_by_code.items()]
     if summary.rows_per_s is not None and summary.seconds is not None:
-        totals.append(("this run", f"{summary.seconds:.1f} s, {summary.rows_per_s:.1f} rows/s"))
+        rows = f"{summary.rows_this_run} rows, " if summary.rows_this_run is not None else ""
+        totals.append(("this run", f"{rows}{summary.seconds:.1f} s, {summary.rows_per_s:.1f} rows/s"))
+    if summary.steady_rows_per_s is not None:
+        totals.append(("  once replicas were up", f"{summary.steady_rows_per_s:.1f} rows/s"))
     return totals
 
 

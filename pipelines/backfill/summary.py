@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from pipelines.backfill.manifest import BackfillManifest
 
@@ -46,7 +46,23 @@ class BackfillSummary(BaseModel):
     bad_rows_by_code: dict[str, int]
     tenants: list[TenantSummary]
     rows_per_s: float | None = Field(default=None, description="Throughput of the last run.")
+    steady_rows_per_s: float | None = Field(
+        default=None, description="Throughput of the last run once its replicas were up (start-up excluded)."
+    )
+    rows_this_run: int | None = Field(default=None, description="Input rows the last run scored or rejected.")
     seconds: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rows(self) -> int:
+        """Input rows answered over all runs: one verdict or one bad-row record each."""
+        return self.verdicts + self.bad_rows
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unsafe(self) -> int:
+        """Unsafe verdicts over all runs."""
+        return sum(t.unsafe for t in self.tenants)
 
 
 def _verdict_tables(out: Path, manifest: BackfillManifest) -> list[tuple[str, pa.Table]]:

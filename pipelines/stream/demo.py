@@ -173,6 +173,10 @@ def run_demo(settings: Settings, *, timeout_s: float, console: Any) -> DemoResul
     console.print(
         f"[bold]produced {len(records)} records[/] to {settings.input_topic}; starting the stream …"
     )
+    if settings.metrics_port:
+        host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
+        base = f"http://{host}:{settings.metrics_port}"
+        console.print(f"metrics: [bold]{base}/metrics[/]  (readiness: {base}/readyz)")
     started, stop = time.monotonic(), threading.Event()
     thread = threading.Thread(target=run_stream, args=(settings,), kwargs={"stop": stop}, daemon=True)
     thread.start()

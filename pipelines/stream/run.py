@@ -66,12 +66,15 @@ class StreamReport(BaseModel):
 class StreamHandle:
     """A started stream (pools + workers) that can report progress and drain."""
 
-    def __init__(self, settings: Settings, pools: Any, workers: list[Any], *, owns_pools: bool) -> None:
+    def __init__(
+        self, settings: Settings, pools: Any, workers: list[Any], *, owns_pools: bool, telemetry: Any = None
+    ) -> None:
         self.settings = settings
         self.pools = pools
         self.workers = workers
         self._owns_pools = owns_pools
         self.tally = WorkerTally(workers)
+        self.telemetry = telemetry
 
     def stats(self) -> list[dict[str, Any]]:
         """Every worker's counters; a worker that died and is being restarted never fails the stream."""
@@ -81,7 +84,11 @@ class StreamHandle:
         """Drain every worker concurrently (each: stop polling, finish, produce, commit, leave)."""
         import ray
 
+        if self.telemetry is not None:
+            self.telemetry.stopping()
         final = self.tally.drain(self.settings.score_timeout_s + 90)
+        if self.telemetry is not None:
+            self.telemetry.finish()  # the drained workers' final counts, before the actors go
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         if self._owns_pools:
@@ -89,8 +96,12 @@ class StreamHandle:
         return final
 
 
-def start_stream(settings: Settings, *, pools: Any = None) -> StreamHandle:
-    """Ensure topics, start the model pools (unless given) and the worker actors; Ray must be initialised."""
+def start_stream(settings: Settings, *, pools: Any = None, telemetry: Any = None) -> StreamHandle:
+    """Ensure topics, start the model pools (unless given) and the worker actors; Ray must be initialised.
+
+    ``telemetry`` (a ``pipelines.telemetry.collect.Telemetry``) is told about the pools and workers as they
+    come up, so ``/readyz`` turns 200 only once they answer.
+    """
     import ray
 
     from pipelines.stream.topics import ensure_stream_topics
@@ -100,10 +111,14 @@ def start_stream(settings: Settings, *, pools: Any = None) -> StreamHandle:
     ensure_stream_topics(settings)
     owns_pools = pools is None
     pools = pools or ModelPools.start(settings)
+    if telemetry is not None:
+        telemetry.attach(pools=pools)
     workers = start_stream_workers(settings, pools)
-    ray.get([w.ping.remote() for w in workers], timeout=120)
+    ids = ray.get([w.ping.remote() for w in workers], timeout=120)
+    if telemetry is not None:
+        telemetry.attach(workers=dict(zip(ids, workers, strict=True)))
     log.info("stream_started", workers=len(workers), pools=list(pools.models), group=settings.consumer_group)
-    return StreamHandle(settings, pools, workers, owns_pools=owns_pools)
+    return StreamHandle(settings, pools, workers, owns_pools=owns_pools, telemetry=telemetry)
 
 
 def run_stream(
@@ -121,9 +136,17 @@ def run_stream(
     ``idle_exit_s``: stop once no worker has received a record for this long and nothing is in flight.
     ``pools``: already-started ``ModelPools`` to use (and leave running); default: start and stop our own.
     """
+    from pipelines.telemetry.collect import Telemetry
+
     stop = stop or threading.Event()
     started = time.monotonic()
-    handle = start_stream(settings, pools=pools)
+    telemetry = Telemetry(settings) if settings.metrics_port else None
+    try:
+        handle = start_stream(settings, pools=pools, telemetry=telemetry)
+    except BaseException:
+        if telemetry is not None:
+            telemetry.close()
+        raise
     reason = "stop"
     try:
         while not stop.wait(STATS_INTERVAL_S):
@@ -138,6 +161,8 @@ def run_stream(
             reason = "signal"
     finally:
         final = handle.drain()
+        if telemetry is not None:
+            telemetry.close()
     seconds = round(time.monotonic() - started, 3)
     error = next((s["fatal"] for s in final if s.get("fatal")), None)
     report = StreamReport.of(

@@ -141,3 +141,22 @@ def test_secrets_stay_in_secrets_and_ray_stays_inside_the_cluster() -> None:
     redis_values = _docs(K8S / "redis-values.yaml")[0]
     assert redis_values["auth"]["enabled"] and redis_values["auth"]["existingSecret"]
     assert redis_values["tls"]["enabled"] and "password" not in redis_values["auth"]
+
+
+def test_probes_and_scrapes_reach_the_metrics_port() -> None:
+    """Compose and Kubernetes point their probes and Prometheus at the port ``stream`` serves on."""
+    stream = _compose()["services"]["stream"]
+    port = stream["environment"]["GUARDSTREAM_METRICS_PORT"]
+    assert stream["environment"]["GUARDSTREAM_METRICS_HOST"] == "0.0.0.0"
+    assert f"127.0.0.1:{port}:{port}" in stream["ports"]
+    assert f"127.0.0.1:{port}/readyz" in " ".join(stream["healthcheck"]["test"])
+
+    k8s_port = int(_k8s("ConfigMap")["data"]["GUARDSTREAM_METRICS_PORT"])
+    head = _k8s("RayJob")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert {"containerPort": k8s_port, "name": "metrics"} in head["spec"]["containers"][0]["ports"]
+    service = _k8s("Service")
+    assert service["spec"]["selector"].items() <= head["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0] == {"name": "metrics", "port": k8s_port, "targetPort": "metrics"}
+    probe = _k8s("Deployment")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    target = f"http://{service['metadata']['name']}:{k8s_port}/readyz"
+    assert target in " ".join(probe["exec"]["command"])

@@ -49,6 +49,7 @@ def isolated(base: Settings, **overrides: Any) -> Settings:
         "batch_size": 8,
         "batch_max_wait_ms": 20,
         "log_format": "console",
+        "metrics_port": 0,  # tests run streams side by side; the metrics tests ask for a port themselves
     }
     fields.update(overrides)
     return base.model_copy(update=fields)

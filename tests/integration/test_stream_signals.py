@@ -49,6 +49,7 @@ def _env(settings: Settings, model_path: Path) -> dict[str, str]:
         "MODELS": json.dumps(models),
         "DEVICE": "cpu",
         "LOG_FORMAT": "console",
+        "METRICS_PORT": str(settings.metrics_port),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")}
     env.update({f"GUARDSTREAM_{k}": v for k, v in values.items()})

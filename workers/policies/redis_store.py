@@ -93,6 +93,8 @@ class RedisPolicyStore:
         self._outage = Outage()
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        self.reloads = 0
+        """Policies fetched from Redis by ``lookup`` (exported as ``guardstream_policy_reloads_total``)."""
 
     # --- admin ----------------------------------------------------------------------------------------
     def put(self, policy: TenantPolicy) -> TenantPolicy:
@@ -169,6 +171,7 @@ class RedisPolicyStore:
                 return self._cached(tenant_id, self._remember_invalid(tenant_id, entry, str(exc), generation))
             else:
                 self._outage.recovered()
+                self.reloads += 1
                 self._remember(tenant_id, policy, generation)
                 return _as_lookup(policy, stale=False)
         return self._serve_stale(tenant_id, entry)

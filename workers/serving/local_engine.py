@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workers.engine import ScoreRequest, ScoreResult
+from workers.engine import CacheStats, ScoreRequest, ScoreResult
 from workers.errors import GuardstreamError, ScoringError
 from workers.guard.loading import load_guard
 from workers.guard.scorer import GuardScorer
@@ -26,6 +26,11 @@ class LocalEngine:
     @property
     def model_name(self) -> str:
         return self.guard.name
+
+    def cache_stats(self) -> CacheStats:
+        """The prefix cache's counters, read by the replica's metrics (no lock: a gauge can lag a call)."""
+        cache = self.scorer.cache
+        return CacheStats(hits=cache.hits, misses=cache.misses, nbytes=cache.nbytes)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Score a batch in request order; model failures surface as ``ScoringError``."""

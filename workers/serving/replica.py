@@ -16,6 +16,7 @@ Only this module and ``workers.serving.pool`` import Ray; the engine (torch) is 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import ray
 from workers.engine import Engine, ScoreRequest, ScoreResult
 from workers.errors import ScoringError
 from workers.logging import get_logger
+from workers.metrics.replica import ReplicaMetrics
+from workers.metrics.snapshot import MetricsSnapshot
 from workers.settings import ModelSpec, Settings
 
 log = get_logger(__name__)
@@ -68,6 +71,7 @@ class GuardReplicaImpl:
         self._carry: _Call | None = None
         self._batcher: asyncio.Task[None] | None = None
         self._stats = ReplicaStats()
+        self._metrics = ReplicaMetrics(model_name)
         log.info("replica_ready", pool=model_name, model=self._engine.model_name)
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
@@ -91,6 +95,11 @@ class GuardReplicaImpl:
 
     async def stats(self) -> dict[str, int]:
         return dict(vars(self._stats))
+
+    async def metrics(self, replica: str) -> MetricsSnapshot:
+        """Forward timings and prefix-cache counters for the driver; ``replica`` is this one's label."""
+        cache_stats = getattr(self._engine, "cache_stats", None)
+        return self._metrics.snapshot(replica, cache_stats() if cache_stats is not None else None)
 
     def _ensure_batcher(self) -> asyncio.Queue[_Call]:
         if self._queue is None or self._batcher is None or self._batcher.done():
@@ -132,11 +141,13 @@ class GuardReplicaImpl:
         batch = [request for call in calls for request in call.requests]
         self._stats.forward_batches += 1
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self._engine.score, batch)
             if len(results) != len(batch):
                 raise ScoringError(f"engine returned {len(results)} results for {len(batch)} requests")
         except Exception as exc:
+            self._metrics.forward(len(batch), time.perf_counter() - started)
             self._stats.failed_batches += 1
             log.exception("replica_forward_failed", pool=self._pool_name, size=len(batch))
             error = exc if isinstance(exc, ScoringError) else ScoringError(f"{type(exc).__name__}: {exc}")
@@ -144,6 +155,7 @@ class GuardReplicaImpl:
                 if not call.future.done():
                     call.future.set_exception(error)
             return
+        self._metrics.forward(len(batch), time.perf_counter() - started)
         offset = 0
         for call in calls:
             part, offset = results[offset : offset + len(call.requests)], offset + len(call.requests)

@@ -31,6 +31,7 @@ from workers.engine import ScoreResult
 from workers.errors import ConsumerStuckError, UndecodableBatchError
 from workers.intake import Source, dead_letter, parse_record, resolve_policy
 from workers.logging import get_logger
+from workers.metrics.stream import StreamMetrics
 from workers.policies.base import PolicyStore
 from workers.settings import Settings
 from workers.stream.items import Item, Pools, WorkerStats
@@ -53,8 +54,18 @@ REJOIN_TIMEOUT_S = 3 * kafka_clients.SESSION_TIMEOUT_MS / 1000
 class StreamLoop:
     """Runs until ``stop`` is set, then drains: finish in-flight work, produce, commit, close."""
 
-    def __init__(self, settings: Settings, pools: Pools, store: PolicyStore, *, worker_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pools: Pools,
+        store: PolicyStore,
+        *,
+        worker_id: str,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics or StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
+        self._metrics.loop_started()
         self._store = store
         self._worker_id = worker_id
         self._batcher: MicroBatcher[Item] = MicroBatcher(
@@ -62,7 +73,9 @@ class StreamLoop:
         )
         self._scoring = Scoring(pools, timeout_s=settings.score_timeout_s)
         self._consumer = kafka_clients.stream_consumer(settings, worker_id=worker_id)
-        self._out = OutputStage(settings, self._consumer, worker_id=worker_id, on_abort=self._rewind)
+        self._out = OutputStage(
+            settings, self._consumer, worker_id=worker_id, on_abort=self._rewind, metrics=self._metrics
+        )
         self._paused = False
         self._reread_from: dict[TopicPartition, int] = {}
         self._rebalancing_since: float | None = None
@@ -184,6 +197,7 @@ class StreamLoop:
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
         source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset, key=key)
         self._out.track(tp, record.offset)
+        self._metrics.polled(tp, record.offset)
         limits = {"max_event_bytes": self._settings.max_event_bytes, "max_turns": self._settings.max_turns}
         event = parse_record(raw, source, **limits)
         if isinstance(event, DeadLetter):
@@ -204,6 +218,8 @@ class StreamLoop:
             return self._out.complete(tp, record.offset, record.key, lookup)
         item = Item(event, lookup, tp, record.offset, record.key, raw)
         pool = lookup.policy.route.model
+        if lookup.stale:
+            self._metrics.policy_stale(event.tenant_id)
         if side_skipped(event, lookup.policy):
             return self._complete(item, None, self._scoring.model_name(pool))
         full = self._batcher.add(pool, item)
@@ -239,6 +255,7 @@ class StreamLoop:
             body = outcome
         if isinstance(outcome, DeadLetterReason) or outcome.error is not None:
             self._counts["scoring_errors"] += 1
+            self._metrics.scoring_error(item.lookup.policy.route.model, scored)
         self._out.complete(item.tp, item.offset, item.key, body, item.lookup.policy.route.verdict_topic)
 
     # --- flow control -----------------------------------------------------------------------------------
@@ -264,6 +281,7 @@ class StreamLoop:
         self._rebalancing_since = time.monotonic()
         self._reread_from = {tp: off for tp in lost if (off := self._out.first_unacked(tp)) is not None}
         self._out.revoke(lost)
+        self._metrics.forget(lost)
         self._batcher.discard(lambda item: item.tp not in lost)
         self._paused = False
         log.info("partitions_revoked", worker=self._worker_id, partitions=sorted(map(str, lost)))
@@ -282,6 +300,7 @@ class StreamLoop:
                 log.info("partition_reread", worker=self._worker_id, partition=str(tp), offset=offset)
         self._reread_from = {}
         self._rebalancing_since = None
+        self._metrics.assigned()
         log.info("partitions_assigned", worker=self._worker_id, partitions=sorted(map(str, assigned)))
 
     def _rewind(self) -> None:

@@ -30,6 +30,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from schemas.verdicts import DeadLetter, Verdict
 from workers.errors import OutputUnwritable
 from workers.logging import get_logger
+from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.offsets import OffsetLedger
 from workers.stream.retries import Retries, is_retriable, produce_failed_letter
@@ -49,8 +50,17 @@ MAX_ABORTS = 10
 class OutputStage:
     """Ledger + sink + commits for one consumer; used from the worker loop's thread only."""
 
-    def __init__(self, settings: Settings, consumer: Any, *, worker_id: str, on_abort: Callable[[], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Any,
+        *,
+        worker_id: str,
+        on_abort: Callable[[], None],
+        metrics: StreamMetrics | None = None,
+    ):
         self._settings = settings
+        self._metrics = metrics or StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
         self._consumer = consumer
         self._worker_id = worker_id
         self._on_abort = on_abort
@@ -126,6 +136,7 @@ class OutputStage:
         what = {"event_id": output.body.event_id, "tenant_id": output.body.tenant_id, "topic": output.topic}
         if is_retriable(error) and self._retries.schedule(output):
             log.warning("produce_retry", **what, error=f"{type(error).__name__}: {error}")
+            self._metrics.produce_retry()
             return
         log.error("produce_failed_dead_letter", **what, error=f"{type(error).__name__}: {error}")
         self._sink.renew_if_failed()
@@ -189,6 +200,7 @@ class OutputStage:
             if delivery.error is not None and not is_retriable(delivery.error):
                 letter = produce_failed_letter(delivery.output, delivery.error, self._settings.dlq_topic)
                 self._replacements[(letter.source, letter.source_offset)] = letter  # type: ignore[index]
+        self._metrics.forget(self._ledger.partitions())
         self._ledger.revoke(self._ledger.partitions())
         self._on_abort()
         if isinstance(exc, OutputUnwritable) or self._aborts >= MAX_ABORTS:
@@ -208,6 +220,7 @@ class OutputStage:
 
     def _count(self, outputs: list[Output]) -> None:
         for output in outputs:
+            self._metrics.answered(output.source, output.source_offset, output.body)  # type: ignore[arg-type]
             if isinstance(output.body, DeadLetter):
                 self.dead_letters += 1
             else:

@@ -20,6 +20,8 @@ import ray
 
 from workers.errors import ConsumerStuckError, StreamStopped
 from workers.logging import configure_logging, get_logger
+from workers.metrics.snapshot import MetricsSnapshot
+from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.items import Pools, WorkerStats
 from workers.stream.loop import StreamLoop
@@ -40,6 +42,8 @@ class StreamWorkerImpl:
         self._stop = threading.Event()
         self._loop: StreamLoop | None = None
         self._final: WorkerStats | None = None
+        self._metrics = StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
+        self._store: Any = None
         self._earlier = WorkerStats(worker_id=worker_id)
         """Counters of loops that failed and were rebuilt, so a report covers the worker's whole life."""
         self._fatal: str | None = None
@@ -51,11 +55,13 @@ class StreamWorkerImpl:
     def _run(self) -> None:
         from workers.policies.redis_store import RedisPolicyStore
 
-        store = RedisPolicyStore(self._settings)
+        store = self._store = RedisPolicyStore(self._settings)
         try:
             while not self._stop.is_set():
                 try:
-                    self._loop = StreamLoop(self._settings, self._pools, store, worker_id=self._worker_id)
+                    self._loop = StreamLoop(
+                        self._settings, self._pools, store, worker_id=self._worker_id, metrics=self._metrics
+                    )
                     self._final = combined(self._earlier, self._loop.run(self._stop))
                 except StreamStopped as exc:
                     self._fatal = str(exc)
@@ -64,6 +70,7 @@ class StreamWorkerImpl:
                     return
                 except Exception as exc:
                     log.exception("stream_loop_failed_restarting", worker=self._worker_id)
+                    self._metrics.consumer_rebuilt()
                     if self._loop is not None:
                         self._earlier = combined(self._earlier, self._loop.stats())
                         self._loop = None
@@ -87,6 +94,14 @@ class StreamWorkerImpl:
         else:
             stats = combined(self._earlier, self._loop.stats())
         return {**stats.model_dump(), "incarnation": self._incarnation, "fatal": self._fatal}
+
+    def metrics(self) -> MetricsSnapshot:
+        """Metrics and readiness for the ``stream`` driver (``pipelines.telemetry``)."""
+        live = self.stats()
+        reloads = getattr(self._store, "reloads", None)
+        return self._metrics.snapshot(
+            in_flight=live["in_flight"], running=live["running"], policy_reloads=reloads
+        )
 
     def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Stop polling, finish in-flight batches, produce, commit, leave the group; returns final stats."""

@@ -34,6 +34,8 @@ def test_sample_archive_one_liner_writes_verdicts_errors_and_report(
     assert "unsafe rate per tenant and category" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["verdicts"], summary["bad_rows"]) == (42, 4)
+    assert (summary["rows"], summary["rows_this_run"]) == (46, 46)
+    assert summary["rows_per_s"] > 0 and summary["unsafe"] <= summary["verdicts"]
     assert [t["tenant_id"] for t in summary["tenants"]] == ["acme", "kidsplay"]
     for name in ("report.md", "report.html", "score_histogram.png", "categories.png"):
         assert (out / name).stat().st_size > 0, name
@@ -42,7 +44,8 @@ def test_sample_archive_one_liner_writes_verdicts_errors_and_report(
     again = CliRunner().invoke(_app(), [*args, "--no-progress"])
     assert again.exit_code == 0, again.output
     assert "resumed: 3 of 3 shards were already done" in again.output
-    assert json.loads((out / "summary.json").read_text())["verdicts"] == 42
+    resumed = json.loads((out / "summary.json").read_text())
+    assert (resumed["verdicts"], resumed["rows"], resumed["rows_this_run"]) == (42, 46, 0)
 
 
 def test_redis_source_and_policy_files_exclude_each_other(tmp_path: Path) -> None:
