@@ -165,6 +165,16 @@ def _wait(check: Any, timeout_s: float) -> bool:
     return False
 
 
+def merged(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The day's earlier rows with this run's replacing those of the same scenario and mode (``--only``
+    re-runs keep the rest of the table), in scenario order."""
+    earlier = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {(r["scenario"], r["mode"]) for r in rows}
+    kept = [r for r in earlier if (r["scenario"], r["mode"]) not in fresh] + rows
+    order = {s.name: i for i, s in enumerate(SCENARIOS)}
+    return sorted(kept, key=lambda r: (order.get(r["scenario"], len(order)), r["mode"]))
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     lines = [COLUMNS, *[tuple(str(row[c]) for c in COLUMNS) for row in rows]]
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
@@ -211,8 +221,9 @@ def main() -> None:
         finally:
             pools.shutdown()
             shutdown_ray()
-    print_table(rows)
     out = ROOT / "benchmarks" / "results" / f"cpu{os.cpu_count()}-{datetime.now(UTC):%Y-%m-%d}-chaos.json"
+    rows = merged(out, rows)
+    print_table(rows)
     meta = {"command": " ".join(["benchmarks/chaos.py", *sys.argv[1:]]), "at": datetime.now(UTC).isoformat()}
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")

@@ -14,7 +14,10 @@ import typer
 
 from pipelines.errors import user_errors
 from schemas.policy import TenantPolicy
+from workers.logging import get_logger
 from workers.settings import Settings, get_settings
+
+log = get_logger(__name__)
 
 
 def stream_topics(settings: Settings, policies: Iterable[TenantPolicy] = ()) -> list[str]:
@@ -28,8 +31,12 @@ def ensure_stream_topics(settings: Settings, *, with_policies: bool = True) -> l
     """Create the missing stream topics; returns the names created.
 
     ``with_policies`` also reads the stored policies (Redis) for their verdict topics; Redis being down is
-    not fatal here, the sink creates those topics on first use.
+    not fatal here, the sink creates those topics on first use. Neither is a tenant topic Kafka refuses to
+    create (an invalid or denied name): that is logged, and the stream's sink dead-letters that tenant's
+    verdicts (``produce_failed``) instead of the whole stream failing to start.
     """
+    from kafka.errors import KafkaError
+
     from workers.errors import PolicyStoreUnavailable
     from workers.kafka_clients import ensure_topics
 
@@ -44,7 +51,13 @@ def ensure_stream_topics(settings: Settings, *, with_policies: bool = True) -> l
             policies = []
         finally:
             store.close()
-    return ensure_topics(settings, stream_topics(settings, policies))
+    created = ensure_topics(settings, stream_topics(settings))
+    for name in sorted(set(stream_topics(settings, policies)) - set(stream_topics(settings))):
+        try:
+            created += ensure_topics(settings, [name])
+        except KafkaError as exc:
+            log.error("topic_unavailable", topic=name, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    return created
 
 
 def topics_command() -> None:

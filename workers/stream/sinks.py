@@ -12,12 +12,13 @@ order land in that order.
 from __future__ import annotations
 
 import queue
+import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, OutputTooLarge, Verdict
@@ -29,6 +30,10 @@ log = get_logger(__name__)
 
 BAD_TOPIC_RETRY_S = 30.0
 """A topic that could not be created is tried again after this; until then its outputs fail at once."""
+
+TRANSACTION_TIMEOUT_S = 10.0
+"""Longest a transaction's commit or abort may block the poll thread; kafka-python's own waits are unbounded
+(an abort after a refused batch was seen never to return)."""
 
 
 @dataclass(frozen=True)
@@ -86,17 +91,20 @@ class KafkaSink:
             producer.init_transactions()
         return producer
 
-    def renew_if_failed(self) -> bool:
-        """Replace a producer a refused batch left in an error state; True if it was replaced.
+    def renew_if_failed(self, *, force: bool = False) -> bool:
+        """Replace a producer a refused batch left in an error state (or, ``force``, one whose abort did not
+        finish); True if it was replaced.
 
         kafka-python's idempotent producer treats some permanent refusals (a record too large for its
         topic) as fatal: every later send fails with the same error, dead letters included. A fresh
-        producer (same transactional id, which fences the old one) lets the dead letter through.
+        producer (same transactional id, which fences the old one and aborts its transaction) lets the
+        dead letter through.
         """
         manager = getattr(self._producer, "_transaction_manager", None)
-        if manager is None or not (manager.has_fatal_error() or manager.has_abortable_error()):
+        failed = manager is not None and (manager.has_fatal_error() or manager.has_abortable_error())
+        if not (failed or force):
             return False
-        log.warning("producer_renewed", error=str(manager.last_error))
+        log.warning("producer_renewed", error=str(manager.last_error) if manager else "", forced=force)
         old, self._producer = self._producer, self._new_producer()
         try:
             old.close(timeout=5)  # its unsent records fail into deliveries() and are handled from there
@@ -163,12 +171,38 @@ class KafkaSink:
         offsets = {
             TopicPartition(tp[0], tp[1]): OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
         }
-        if offsets:
-            self._producer.send_offsets_to_transaction(offsets, group_metadata)
-        self._producer.commit_transaction()
+        producer = self._producer
+
+        def commit() -> None:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, group_metadata)
+            producer.commit_transaction()
+
+        _bounded(commit, "commit_transaction")
 
     def abort(self) -> None:
-        self._producer.abort_transaction()
+        """Abort the open transaction; raises ``KafkaTimeoutError`` if it does not finish in time."""
+        _bounded(self._producer.abort_transaction, "abort_transaction")
 
     def close(self, timeout_s: float | None = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
+
+
+def _bounded(call: Callable[[], None], what: str) -> None:
+    """Run a blocking producer call for at most ``TRANSACTION_TIMEOUT_S``; re-raise what it raised."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name=f"producer-{what}", daemon=True)
+    thread.start()
+    thread.join(TRANSACTION_TIMEOUT_S)
+    if not outcome:
+        raise KafkaTimeoutError(f"{what} did not finish within {TRANSACTION_TIMEOUT_S:g}s")
+    if outcome[0] is not None:
+        raise outcome[0]
