@@ -36,7 +36,11 @@ Outcome = Verdict | DeadLetterReason
 
 
 def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreRequest:
-    """The scoring request for an event under its tenant's policy."""
+    """The scoring request for an event under its tenant's policy.
+
+    The tenant is the cache scope (its cached keys/values are its own) and ``tenant:conversation`` the
+    affinity, so a pool keeps a conversation on one replica and its next event reuses this one's.
+    """
     return ScoreRequest(
         request_id=event.event_id,
         messages=event.conversation_for_side(),
@@ -44,6 +48,8 @@ def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreReques
         taxonomy=policy.taxonomy,
         decode_categories_at=policy.threshold,
         category_codes=policy.scored_category_codes(),
+        cache_scope=event.tenant_id,
+        affinity=event.key,
     )
 
 

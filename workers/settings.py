@@ -141,8 +141,12 @@ class Settings(BaseSettings):
         default="auto", description="auto: bf16 on GPU, fp32 on CPU."
     )
     max_prompt_tokens: int = Field(default=4096, ge=64, description="Longer prompts drop the oldest turns.")
-    prefix_cache_mb: int = Field(
-        default=512, ge=0, description="Memory bound of the taxonomy KV prefix cache."
+    kv_cache_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Memory bound of each replica's KV tree (policy heads and conversations so far), "
+        "least recently used node first. ~46 KB per token for SmolLM2-135M in fp32, so 1 GiB keeps ~22k "
+        "tokens: some 20-40 live conversations per side. Replaces GUARDSTREAM_PREFIX_CACHE_MB.",
     )
     max_category_tokens: int = Field(default=16, ge=1, le=64, description="Greedy tokens decoded for codes.")
     score_batch_tokens: int = Field(
