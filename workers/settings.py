@@ -100,6 +100,19 @@ class Settings(BaseSettings):
         le=10_000,
         description="How long a replica waits for other workers' calls to join a forward batch.",
     )
+    affinity_max_outstanding: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Calls a pool copy may have outstanding on a conversation's owner replica before that "
+        "conversation's requests go to the least-loaded replica instead (the owner is saturated).",
+    )
+    replica_down_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="After a call finds a replica dead, how long its conversations are routed elsewhere.",
+    )
     replica_max_restarts: int = Field(
         default=-1, ge=-1, description="Ray restarts of a dead replica actor; -1: unlimited."
     )
