@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import psutil
 import torch
-from score_bench import CUSTOM, ROOT, card_method, device_label, hh_rlhf, prompt_texts
+from score_bench import CUSTOM, ROOT, card_method, device_label, hh_rlhf, prompt_texts, run_meta
 
 from schemas.events import Message, Side
 from schemas.taxonomy import Generation, Taxonomy
@@ -285,12 +284,7 @@ def report(
         **results,
         "chunk_tokens_by_position": chunk_cost,
         "meta": {
-            "model": guard.name,
-            "device": device_label(guard.device),
-            "dtype": str(guard.dtype),
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.platform(),
-            "load_avg_at_end": list(psutil.getloadavg()),
+            **run_meta(guard),
             "events": len(requests),
             "streamed_chunks": chunks,
             "conversations": args.conversations,
