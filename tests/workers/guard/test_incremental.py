@@ -197,11 +197,13 @@ def test_concurrent_callers_get_exact_scores(tiny_guard_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_default_model_replay_is_exact() -> None:
-    """The shipped model (SmolLM2-135M + guard adapter) on a replayed, streamed conversation."""
+    """The shipped model (SmolLM2-135M + guard adapter) on a streamed conversation interleaved with one
+    under a custom taxonomy (each event also runs a full forward and ``generate``: minutes on CPU)."""
     settings = Settings(device="cpu", max_category_tokens=4)
     guard = load_guard(ModelSpec(), settings)
     taxonomy = Taxonomy(generation=Generation.LG3)
     scorer = GuardScorer(guard, settings)
-    requests = _interleaved(_events(guard, taxonomy, 0, stream=True), _events(guard, CUSTOM, 1, stream=True))
+    requests = _interleaved(_events(guard, taxonomy, 0, stream=True), _events(guard, CUSTOM, 1, stream=False))
     _check(guard, requests, _replay(scorer, requests, batch=4))
