@@ -237,6 +237,18 @@ def summarize(repeats: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def run_meta(guard: LoadedGuard) -> dict[str, Any]:
+    """Where a benchmark ran: model, device, threads, machine and its load (the CPU may be shared)."""
+    return {
+        "model": guard.name,
+        "device": device_label(guard.device),
+        "dtype": str(guard.dtype),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "load_avg_at_end": list(psutil.getloadavg()),
+    }
+
+
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device).lower().replace(" ", "-")
@@ -315,12 +327,7 @@ def report_results(
     record = {
         **results,
         "meta": {
-            "model": guard.name,
-            "device": device_label(guard.device),
-            "dtype": str(guard.dtype),
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.platform(),
-            "load_avg_at_end": list(psutil.getloadavg()),
+            **run_meta(guard),
             "conversations": len(requests),
             "card_conversations": runs[0]["card"].conversations,
             "batch": args.batch,

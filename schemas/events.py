@@ -47,6 +47,16 @@ class ConversationEvent(BaseModel):
         default=None,
         description="Which side to judge; default: response if the last message is the assistant's.",
     )
+    partial: bool = Field(
+        default=False,
+        description="The last message is an assistant reply still being generated: this event holds the "
+        "reply so far (a streamed chunk). Needs response_id. The reply's final event has partial false.",
+    )
+    response_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Which assistant reply a (partial) event carries; verdicts echo it with partial.",
+    )
     created_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -74,6 +84,11 @@ class ConversationEvent(BaseModel):
             raise ValueError("classify=response needs the last message to be the assistant's")
         if self.classify == "prompt" and not any(m.role == "user" for m in self.messages):
             raise ValueError("classify=prompt needs at least one user message")
+        if self.partial:
+            if self.messages[-1].role != "assistant" or self.classify == "prompt":
+                raise ValueError("partial=true marks the last message as an assistant reply in progress")
+            if self.response_id is None:
+                raise ValueError("partial=true needs a response_id naming the reply being streamed")
         return self
 
     @property

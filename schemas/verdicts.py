@@ -52,6 +52,10 @@ class Verdict(BaseModel):
     tenant_id: str
     conversation_id: str
     classified: Side
+    partial: bool = Field(
+        default=False, description="Echoes the event: this verdict is on a reply still being streamed."
+    )
+    response_id: str | None = Field(default=None, description="Echoes the event's response_id.")
     unsafe: bool
     score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="P(first verdict token is 'unsafe'); None if not scored."

@@ -11,6 +11,8 @@ gets the policy's ``on_error``: an unsafe (fail-closed) or safe (fail-open) verd
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import ConversationEvent
@@ -36,7 +38,11 @@ Outcome = Verdict | DeadLetterReason
 
 
 def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreRequest:
-    """The scoring request for an event under its tenant's policy."""
+    """The scoring request for an event under its tenant's policy.
+
+    The tenant is the cache scope (its cached keys/values are its own) and ``tenant:conversation`` the
+    affinity, so a pool keeps a conversation on one replica and its next event reuses this one's.
+    """
     return ScoreRequest(
         request_id=event.event_id,
         messages=event.conversation_for_side(),
@@ -44,7 +50,22 @@ def build_request(event: ConversationEvent, policy: TenantPolicy) -> ScoreReques
         taxonomy=policy.taxonomy,
         decode_categories_at=policy.threshold,
         category_codes=policy.scored_category_codes(),
+        cache_scope=event.tenant_id,
+        affinity=event.key,
     )
+
+
+def _identity(event: ConversationEvent) -> dict[str, Any]:
+    """The fields every verdict repeats from its event, the streamed-reply markers included: an
+    application cuts reply ``response_id`` the moment one of its partial verdicts is unsafe."""
+    return {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "conversation_id": event.conversation_id,
+        "classified": event.side,
+        "partial": event.partial,
+        "response_id": event.response_id,
+    }
 
 
 def side_skipped(event: ConversationEvent, policy: TenantPolicy) -> bool:
@@ -112,10 +133,7 @@ def decide(
         for code in listed
     ]
     return Verdict(
-        event_id=event.event_id,
-        tenant_id=event.tenant_id,
-        conversation_id=event.conversation_id,
-        classified=event.side,
+        **_identity(event),
         unsafe=unsafe,
         score=result.score,
         threshold=policy.threshold,
@@ -133,10 +151,7 @@ def skipped_verdict(
     event: ConversationEvent, policy: TenantPolicy, *, model: str, policy_stale: bool
 ) -> Verdict:
     return Verdict(
-        event_id=event.event_id,
-        tenant_id=event.tenant_id,
-        conversation_id=event.conversation_id,
-        classified=event.side,
+        **_identity(event),
         unsafe=False,
         score=None,
         threshold=policy.threshold,
@@ -152,10 +167,7 @@ def error_verdict(
 ) -> Verdict:
     """Verdict when scoring was impossible: unsafe under fail-closed, safe under fail-open, error set."""
     return Verdict(
-        event_id=event.event_id,
-        tenant_id=event.tenant_id,
-        conversation_id=event.conversation_id,
-        classified=event.side,
+        **_identity(event),
         unsafe=policy.on_error == "fail-closed",
         score=None,
         threshold=policy.threshold,

@@ -30,6 +30,16 @@ class ScoreRequest(BaseModel):
     category_codes: tuple[str, ...] = Field(
         default=(), description="Codes to score 1-vs-all with one-category prompts (the paper's protocol)."
     )
+    cache_scope: str = Field(
+        default="",
+        description="Opaque isolation scope (the caller puts the tenant id): cached keys/values are shared "
+        "only between requests with the same scope, so one tenant's entries never touch another's scores.",
+    )
+    affinity: str | None = Field(
+        default=None,
+        description="Opaque conversation key (``tenant:conversation``): a pool routes equal keys to one "
+        "replica, and a scorer runs a call's equal keys in arrival order so later turns reuse earlier ones.",
+    )
 
 
 class ScoreResult(BaseModel):
@@ -47,6 +57,9 @@ class ScoreResult(BaseModel):
     prompt_tokens: int = 0
     truncated: bool = Field(
         default=False, description="Turns were dropped or the last message's middle cut to fit the model."
+    )
+    cached_tokens: int = Field(
+        default=0, description="Of ``prompt_tokens``, how many came from the KV cache (not computed)."
     )
     error: str | None = Field(
         default=None,

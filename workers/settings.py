@@ -190,6 +190,19 @@ class Settings(BaseSettings):
         le=10_000,
         description="How long a replica waits for other workers' calls to join a forward batch.",
     )
+    affinity_max_outstanding: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Calls a pool copy may have outstanding on a conversation's owner replica before that "
+        "conversation's requests go to the least-loaded replica instead (the owner is saturated).",
+    )
+    replica_down_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="After a call finds a replica dead, how long its conversations are routed elsewhere.",
+    )
     replica_max_restarts: int = Field(
         default=-1, ge=-1, description="Ray restarts of a dead replica actor; -1: unlimited."
     )
@@ -244,8 +257,12 @@ class Settings(BaseSettings):
         default="auto", description="auto: bf16 on GPU, fp32 on CPU."
     )
     max_prompt_tokens: int = Field(default=4096, ge=64, description="Longer prompts drop the oldest turns.")
-    prefix_cache_mb: int = Field(
-        default=512, ge=0, description="Memory bound of the taxonomy KV prefix cache."
+    kv_cache_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Memory bound of each replica's KV tree (policy heads and conversations so far), "
+        "least recently used node first. ~46 KB per token for SmolLM2-135M in fp32, so 1 GiB keeps ~22k "
+        "tokens: some 20-40 live conversations per side. Replaces GUARDSTREAM_PREFIX_CACHE_MB.",
     )
     max_category_tokens: int = Field(default=16, ge=1, le=64, description="Greedy tokens decoded for codes.")
     score_batch_tokens: int = Field(

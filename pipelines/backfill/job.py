@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from pipelines.backfill.manifest import BackfillManifest, save_manifest
 from pipelines.backfill.plan import BackfillOptions, prepare_manifest
-from pipelines.backfill.rows import RowLimits, bad_row, read_shard
+from pipelines.backfill.rows import RowLimits, bad_row, by_conversation, read_shard
 from pipelines.backfill.scoring import EngineFactory, ScorerWorker
 from pipelines.backfill.sinks import (
     VERDICTS_DIR,
@@ -73,9 +73,9 @@ class RunStats:
 
 
 def read_shard_batch(batch: pa.Table, limits: RowLimits) -> pa.Table:
-    """Ray Data read stage: a batch of shard descriptors → their rows, validated."""
+    """Ray Data read stage: a batch of shard descriptors → their rows, validated, grouped by conversation."""
     shards = [ShardSpec.model_validate_json(text) for text in batch.column("shard").to_pylist()]
-    return pa.concat_tables([read_shard(shard, limits) for shard in shards])
+    return pa.concat_tables([by_conversation(read_shard(shard, limits)) for shard in shards])
 
 
 class ShardCollector:

@@ -177,3 +177,25 @@ def bad_row(shard: ShardSpec, record: dict[str, Any]) -> BadRow:
         tenant_id=record.get("tenant_id"),
         **{where: int(record["position"])},
     )
+
+
+def by_conversation(table: pa.Table) -> pa.Table:
+    """A shard's rows with each conversation's events together, shortest (earliest turn) first.
+
+    An archive holding one conversation at several turns scores it cheapest turn by turn: the scorer
+    reuses the keys/values of the previous turn when the next one comes in the same or a later call of
+    the same replica (one shard is one block, read by one replica). Conversations keep the order of their
+    first row; bad rows stay where they were. Output order does not matter: rows carry their position.
+    """
+    rows = table.to_pylist()
+    first: dict[tuple[str, str], int] = {}
+    keys: list[tuple[int, int, int]] = []
+    for index, row in enumerate(rows):
+        if row["event"] is None:
+            keys.append((index, 0, index))
+            continue
+        event = json.loads(row["event"])
+        conversation = (event["tenant_id"], event["conversation_id"])
+        keys.append((first.setdefault(conversation, index), len(event["messages"]), index))
+    order = sorted(range(len(rows)), key=keys.__getitem__)
+    return table.take(pa.array(order, type=pa.int64()))

@@ -15,6 +15,7 @@ EVENT: dict[str, Any] = {
     "conversation_id": "c-1",
     "messages": [{"role": "user", "content": "hi"}],
 }
+REPLY = {"role": "assistant", "content": "Sure, here is"}
 CATEGORY = {"code": "C1", "name": "Competitors", "description": "No competitor names."}
 
 
@@ -81,6 +82,10 @@ def test_invalid_policy_is_rejected_naming_the_field(data: dict[str, Any], field
         ({"classify": "both"}, "classify"),
         ({"tenant_id": "a b"}, "tenant_id"),
         ({"event_id": ""}, "event_id"),
+        ({"partial": True, "response_id": "r-1"}, "partial"),
+        ({"partial": True, "messages": [*EVENT["messages"], REPLY]}, "response_id"),
+        ({"partial": True, "messages": [*EVENT["messages"], REPLY], "classify": "prompt"}, "partial"),
+        ({"response_id": "not an id"}, "response_id"),
     ],
 )
 def test_invalid_event_is_rejected_naming_the_field(change: dict[str, Any], field: str) -> None:

@@ -41,6 +41,8 @@ SIDE_LABELS: Mapping[Side, str] = {"prompt": "User", "response": "Agent"}
 """Which ``{ROLE}`` the task and instruction lines name for each classified side."""
 
 CONVERSATION_OPEN = "<BEGIN CONVERSATION>\n\n"
+CONVERSATION_CLOSE = "\n\n<END CONVERSATION>"
+"""Where the conversation ends and the fixed tail begins (the scorer caches keys/values up to here)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ class TemplatePromptFormat(PromptFormat):
     def _instructions(self, side: Side) -> str:
         t = self.template
         return (
-            "\n\n<END CONVERSATION>\n\n"
+            CONVERSATION_CLOSE
+            + "\n\n"
             + t.assess[0]
             + SIDE_LABELS[side]
             + t.assess[1]

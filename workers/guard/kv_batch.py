@@ -1,15 +1,15 @@
-"""The tensor mechanics of scoring: one forward per event on top of a shared prefix, then greedy codes.
+"""The tensor mechanics of scoring: one forward per event on top of its cached past, then greedy codes.
 
-A batch is a set of token suffixes that all continue the same prefix (whose keys/values are cached). The
-suffixes are right-padded, so each real token only ever attends to the prefix and to earlier real tokens
-of its own row; pads sit after them and are masked for everything that follows. Positions are explicit
-(``prefix_len + t``), so RoPE sees the same positions as a full-prompt forward, and the causal mask comes
-from the cache slot order, which matches. Only each row's last real position goes through
-``lm_head``: the vocabulary projection is ~25% of a small model's compute per position and we need one per
-row.
+A batch is a set of token suffixes, each continuing its own cached past (keys/values from ``KVTree``).
+Pasts are right-padded to a common width and suffixes too, so each real token only ever attends to its
+row's past and to earlier real tokens of its own row; pads are masked for everything that follows.
+Positions are explicit (``past_len + t``), so RoPE sees the same positions as a full-prompt forward, and
+the causal mask comes from the cache slot order, which matches. Only each row's last real position goes
+through ``lm_head``: the vocabulary projection is ~25% of a small model's compute per position and we need
+one per row.
 
 Greedy decoding continues from the same cache: the pads stay masked, each row's new token gets position
-``prefix_len + len(row)``, so the continuation equals ``generate`` on that row's full prompt. The states of
+``past_len + len(row)``, so the continuation equals ``generate`` on that row's full prompt. The states of
 several batches (other prefixes, other lengths) are merged into one, right-padded with masked slots, so a
 call decodes in one loop: each step is a pass over every weight however few rows it carries.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from workers.guard.prefix_cache import PrefixEntry
+from workers.guard.kv_tree import KV, Match
 
 
 def _decoder(model: Any) -> Any:
@@ -31,12 +31,48 @@ def _decoder(model: Any) -> Any:
     return model.get_decoder()
 
 
-def compute_prefix(model: Any, ids: Sequence[int], device: torch.device) -> PrefixEntry:
-    """Run the prefix once and keep its keys/values, detached from the cache object that produced them."""
+def compute_prefix(model: Any, ids: Sequence[int], device: torch.device) -> KV:
+    """Run ``ids`` alone and keep their keys/values, detached from the cache object that produced them."""
     cache = DynamicCache(config=model.config)
     _decoder(model)(input_ids=torch.tensor([list(ids)], device=device), past_key_values=cache, use_cache=True)
-    layers = tuple((layer.keys, layer.values) for layer in cache.layers)  # type: ignore[union-attr]
-    return PrefixEntry(ids=tuple(ids), layers=layers)  # type: ignore[arg-type]
+    return tuple((layer.keys, layer.values) for layer in cache.layers)  # type: ignore[union-attr, misc]
+
+
+@dataclass(frozen=True)
+class Past:
+    """Each row's cached keys/values, right-padded to a common width with masked slots."""
+
+    layers: KV
+    """Per layer ``[rows or 1, kv_heads, width, head_dim]`` (1: one past shared by every row, expanded)."""
+    lengths: list[int]
+    """Real cached tokens per row."""
+
+
+def stack_pasts(matches: Sequence[Match], device: torch.device) -> Past | None:
+    """One ``Past`` for a bucket's rows; a past all rows share is expanded, not copied (the common case of
+    a cold cache: every row continues the same policy head)."""
+    if all(m.length == 0 for m in matches):
+        return None
+    lengths = [m.length for m in matches]
+    if all(m.path == matches[0].path for m in matches):
+        shared = matches[0].layers()
+        assert shared is not None
+        return Past(shared, lengths)
+    width = max(lengths)
+    template = next(m for m in matches if m.length).segments[0]
+    layers = []
+    for i, (k0, v0) in enumerate(template):
+        keys = k0.new_zeros(len(matches), k0.shape[1], width, k0.shape[3])
+        values = v0.new_zeros(len(matches), v0.shape[1], width, v0.shape[3])
+        for row, match in enumerate(matches):
+            at = 0
+            for segment in match.segments:
+                n = segment[i][0].shape[2]
+                keys[row, :, at : at + n] = segment[i][0][0]
+                values[row, :, at : at + n] = segment[i][1][0]
+                at += n
+        layers.append((keys.to(device), values.to(device)))
+    return Past(tuple(layers), lengths)
 
 
 @dataclass
@@ -47,11 +83,21 @@ class BatchState:
     mask: torch.Tensor
     """``[rows, cache_len]``: 1 for each row's prefix and real tokens, 0 for padding slots."""
     next_pos: torch.Tensor
-    """``[rows]``: position id of each row's next token (prefix length + real suffix length)."""
+    """``[rows]``: position id of each row's next token (cached length + real suffix length)."""
+    new_at: int = 0
+    """Cache slot of each row's first new (suffix) token."""
+
+    def new_layers(self, row: int, count: int) -> KV:
+        """Keys/values of row ``row``'s first ``count`` suffix tokens (views; the tree copies them)."""
+        stop = self.new_at + count
+        return tuple(
+            (k[row : row + 1, :, self.new_at : stop], v[row : row + 1, :, self.new_at : stop])
+            for k, v in _layers(self.cache)
+        )
 
     def select(self, rows: torch.Tensor) -> BatchState:
         self.cache.batch_select_indices(rows)
-        return BatchState(self.cache, self.mask[rows], self.next_pos[rows])
+        return BatchState(self.cache, self.mask[rows], self.next_pos[rows], self.new_at)
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -86,29 +132,31 @@ def merge_states(model: Any, states: Sequence[BatchState]) -> BatchState:
 
 def forward_suffixes(
     model: Any,
-    prefix: PrefixEntry | None,
+    past: Past | None,
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, BatchState]:
     """Hidden state at each row's last real token, ``[rows, hidden]``, and the state to continue from.
 
-    Every row continues ``prefix`` (None: no prefix, each suffix is a whole prompt). Its keys/values are
-    expanded, not copied, so a bucket pays for the prefix once however many rows it has.
+    Row ``i`` continues its own cached ``past`` (None: no past, each suffix is a whole prompt). The new
+    tokens sit in cache slots ``past_width + t`` for every row, at positions ``past_len_i + t``.
     """
     rows, width = len(suffixes), max(len(s) for s in suffixes)
-    prefix_len = len(prefix.ids) if prefix is not None else 0
+    past_width = past.layers[0][0].shape[2] if past is not None else 0
+    past_lengths = torch.tensor(past.lengths if past is not None else [0] * rows, device=device)
     lengths = torch.tensor([len(s) for s in suffixes], device=device)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
     for i, suffix in enumerate(suffixes):
         input_ids[i, : len(suffix)] = torch.tensor(list(suffix), device=device)
     real = torch.arange(width, device=device)[None, :] < lengths[:, None]
-    mask = torch.cat([torch.ones(rows, prefix_len, dtype=torch.long, device=device), real.long()], dim=1)
-    positions = (prefix_len + torch.arange(width, device=device))[None, :].expand(rows, width)
-    if prefix is None:
+    cached = torch.arange(past_width, device=device)[None, :] < past_lengths[:, None]
+    mask = torch.cat([cached.long(), real.long()], dim=1)
+    positions = past_lengths[:, None] + torch.arange(width, device=device)[None, :]
+    if past is None:
         cache = DynamicCache(config=model.config)
     else:
-        expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix.layers]
+        expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in past.layers]
         cache = DynamicCache(ddp_cache_data=expanded, config=model.config)
     out = _decoder(model)(
         input_ids=input_ids,
@@ -118,7 +166,7 @@ def forward_suffixes(
         use_cache=True,
     )
     last = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
-    return last, BatchState(cache, mask, prefix_len + lengths)
+    return last, BatchState(cache, mask, past_lengths + lengths, past_width)
 
 
 def next_token_probs(model: Any, hidden: torch.Tensor) -> torch.Tensor:

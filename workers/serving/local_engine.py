@@ -28,9 +28,11 @@ class LocalEngine:
         return self.guard.name
 
     def cache_stats(self) -> CacheStats:
-        """The prefix cache's counters, read by the replica's metrics (no lock: a gauge can lag a call)."""
+        """The KV tree's token counters, read by the replica's metrics (no lock: a gauge can lag a call)."""
         cache = self.scorer.cache
-        return CacheStats(hits=cache.hits, misses=cache.misses, nbytes=cache.nbytes)
+        return CacheStats(
+            hits=cache.hit_tokens, misses=cache.lookup_tokens - cache.hit_tokens, nbytes=cache.nbytes
+        )
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Score a batch in request order; model failures surface as ``ScoringError``."""

@@ -8,10 +8,13 @@ router actor would add a hop and become the one thing every batch waits on. ``Mo
 by the driver (``ModelPools.start``) and passed to each stream-worker actor as an argument; every copy
 dispatches directly to the replicas. Batching across workers happens in the replicas themselves.
 
-Dispatch is least-outstanding (per copy, ties broken at random so workers spread out). ``submit`` returns
-at once, so a stream worker can keep polling Kafka while batches score, and ``result`` collects. A call
-slower than ``settings.score_timeout_s`` raises ``ScoringError``; a replica that died and could not be
-recovered by Ray's own task retries is retried once on another one.
+Dispatch is conversation-affine: ``partition`` groups a batch's requests by the replica that owns their
+``affinity`` (``tenant:conversation``, ``routing.py``), so a conversation's events meet the replica whose
+KV cache holds its history; requests without one, or whose owner is saturated or was just found dead, go
+least-outstanding (per copy, ties broken at random so workers spread out). ``submit`` returns at once, so
+a stream worker can keep polling Kafka while batches score, and ``result`` collects. A call slower than
+``settings.score_timeout_s`` raises ``ScoringError``; a replica that died and could not be recovered by
+Ray's own task retries is retried once on another one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from workers.engine import ScoreRequest, ScoreResult
 from workers.errors import ScoringError, UnknownModelError
 from workers.logging import get_logger
 from workers.serving.replica import EngineFactory, start_replica
+from workers.serving.routing import partition
 from workers.settings import Settings
 
 log = get_logger(__name__)
@@ -55,6 +59,9 @@ class ModelPools:
         self._timeout_s = settings.score_timeout_s
         self._replicas = {name: list(handles) for name, handles in replicas.items()}
         self._outstanding = {name: [0] * len(handles) for name, handles in self._replicas.items()}
+        self._down: dict[str, dict[int, float]] = {name: {} for name in self._replicas}
+        self._max_outstanding = settings.affinity_max_outstanding
+        self._down_s = settings.replica_down_s
         self._labels: dict[str, str] = {}
 
     @classmethod
@@ -106,9 +113,19 @@ class ModelPools:
             self._labels[model] = ray.get(self._replicas[model][0].model_name.remote(), timeout=60)
         return self._labels[model]
 
-    def submit(self, model: str, requests: Sequence[ScoreRequest]) -> PendingScore:
-        """Send one batch to the least-loaded replica of ``model``'s pool; returns without waiting."""
-        return self._send(model, list(requests), attempt=0, avoid=None)
+    def partition(self, model: str, requests: Sequence[ScoreRequest]) -> list[tuple[int | None, list[int]]]:
+        """Indices of ``requests`` grouped by target replica (None: least loaded); submit each group."""
+        handles = self._handles(model)
+        now = time.monotonic()
+        live = [i for i in range(len(handles)) if self._down[model].get(i, 0.0) <= now]
+        keys = [r.affinity for r in requests]
+        return partition(keys, live, self._outstanding[model], self._max_outstanding)
+
+    def submit(
+        self, model: str, requests: Sequence[ScoreRequest], replica: int | None = None
+    ) -> PendingScore:
+        """Send one batch to ``replica`` (from ``partition``) or the least-loaded one; returns at once."""
+        return self._send(model, list(requests), attempt=0, avoid=None, prefer=replica)
 
     def result(self, pending: PendingScore, timeout_s: float | None = None) -> list[ScoreResult]:
         """Block for a submitted batch's results (same order as its requests).
@@ -142,8 +159,15 @@ class ModelPools:
         return results
 
     def score(self, model: str, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Submit and wait: the blocking form."""
-        return self.result(self.submit(model, requests))
+        """Partition, submit and wait: the blocking form; results in request order."""
+        parts = [
+            (indices, self.submit(model, [requests[i] for i in indices], replica))
+            for replica, indices in self.partition(model, requests)
+        ]
+        out: dict[int, ScoreResult] = {}
+        for indices, pending in parts:
+            out.update(zip(indices, self.result(pending), strict=True))
+        return [out[i] for i in range(len(requests))]
 
     def engine(self, model: str) -> PooledEngine:
         """One pool seen through the ``Engine`` interface (for code written against it)."""
@@ -167,13 +191,24 @@ class ModelPools:
             ) from None
 
     def _send(
-        self, model: str, requests: list[ScoreRequest], *, attempt: int, avoid: int | None
+        self,
+        model: str,
+        requests: list[ScoreRequest],
+        *,
+        attempt: int,
+        avoid: int | None,
+        prefer: int | None = None,
     ) -> PendingScore:
         handles = self._handles(model)
         load = self._outstanding[model]
-        candidates = [i for i in range(len(handles)) if i != avoid] or list(range(len(handles)))
-        least = min(load[i] for i in candidates)
-        index = random.choice([i for i in candidates if load[i] == least])
+        if prefer is not None and prefer != avoid and 0 <= prefer < len(handles):
+            index = prefer
+        else:
+            now = time.monotonic()
+            up = [i for i in range(len(handles)) if i != avoid and self._down[model].get(i, 0.0) <= now]
+            candidates = up or [i for i in range(len(handles)) if i != avoid] or list(range(len(handles)))
+            least = min(load[i] for i in candidates)
+            index = random.choice([i for i in candidates if load[i] == least])
         load[index] += 1
         ref = handles[index].score.remote(requests)
         return PendingScore(model, requests, ref, index, time.monotonic(), attempt)
@@ -194,6 +229,7 @@ class ModelPools:
         if pending.attempt >= 1:
             raise ScoringError(f"model pool {pending.model!r}: replica died twice: {exc}") from exc
         log.warning("replica_died_retrying", model=pending.model, replica=pending.replica, error=str(exc))
+        self._down[pending.model][pending.replica] = time.monotonic() + self._down_s
         retried = self._send(pending.model, pending.requests, attempt=1, avoid=pending.replica)
         retried.submitted_at = pending.submitted_at
         return retried

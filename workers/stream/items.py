@@ -17,9 +17,13 @@ from workers.policies.base import PolicyLookup
 
 
 class Pools(Protocol):
-    """What the loop needs from ``workers.serving.pool.ModelPools``: submit, collect, label."""
+    """What the loop needs from ``workers.serving.pool.ModelPools``: partition, submit, collect, label."""
 
-    def submit(self, model: str, requests: Sequence[ScoreRequest]) -> Any: ...
+    def partition(
+        self, model: str, requests: Sequence[ScoreRequest]
+    ) -> list[tuple[int | None, list[int]]]: ...
+
+    def submit(self, model: str, requests: Sequence[ScoreRequest], replica: int | None = None) -> Any: ...
 
     def result(self, pending: Any, timeout_s: float | None = None) -> list[ScoreResult]: ...
 

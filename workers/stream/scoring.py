@@ -51,13 +51,21 @@ class Scoring:
         return len(self._in_flight) + len(self._failed_now)
 
     def submit(self, model: str, items: list[Any], requests: Sequence[ScoreRequest]) -> None:
-        batch = InFlight(model, items, None, time.monotonic(), len(requests))
+        """Send ``requests`` (one per item) as one call per target replica (conversation affinity)."""
         try:
-            batch.pending = self._pools.submit(model, list(requests))
+            parts = self._pools.partition(model, requests)
         except Exception as exc:
+            batch = InFlight(model, items, None, time.monotonic(), len(requests))
             self._failed_now.append((batch, None, _describe(exc)))
             return
-        self._in_flight.append(batch)
+        for replica, indices in parts:
+            batch = InFlight(model, [items[i] for i in indices], None, time.monotonic(), len(indices))
+            try:
+                batch.pending = self._pools.submit(model, [requests[i] for i in indices], replica)
+            except Exception as exc:
+                self._failed_now.append((batch, None, _describe(exc)))
+                continue
+            self._in_flight.append(batch)
 
     def finished(self) -> list[Finished]:
         """Batches that are done, failed or timed out; never blocks."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from pipelines.backfill.rows import RowLimits, read_shard
+from pipelines.backfill.rows import ROW_SCHEMA, RowLimits, by_conversation, read_shard
 from pipelines.backfill.sources import discover, plan_shards
 from tests.pipelines.backfill.archive import GeneratedArchive
 from workers.errors import InputError
@@ -94,3 +96,21 @@ def test_tenant_option_fills_rows_without_one(tmp_path: Path) -> None:
     assert read_shard(shard, LIMITS).to_pylist()[0]["error_code"] == "schema_violation"
     filled = read_shard(shard, LIMITS.model_copy(update={"tenant": "acme"})).to_pylist()[0]
     assert (filled["tenant_id"], filled["error_code"]) == ("acme", None)
+
+
+def test_a_shards_conversations_are_grouped_turn_by_turn() -> None:
+    """Interleaved conversations come out together, earliest turn first; bad rows keep their place."""
+
+    def event(conv: str, turns: int) -> str:
+        messages = [{"role": "user", "content": f"turn {i}"} for i in range(turns)]
+        return json.dumps(
+            {"event_id": f"{conv}{turns}", "tenant_id": "t", "conversation_id": conv, "messages": messages}
+        )
+
+    events = [event("a", 2), event("b", 1), None, event("a", 1), event("b", 3), event("a", 3)]
+    table = pa.Table.from_pylist(
+        [{"shard_id": 0, "position": i, "event": e} for i, e in enumerate(events)], schema=ROW_SCHEMA
+    )
+    grouped = by_conversation(table).to_pylist()
+    assert [r["position"] for r in grouped] == [3, 0, 5, 1, 4, 2]
+    assert sorted(r["position"] for r in grouped) == list(range(6))

@@ -1,4 +1,4 @@
-"""Parity: the prefix-cached, batched scorer equals a plain full-prompt forward and greedy ``generate``."""
+"""Parity: the KV-cached, batched scorer equals a plain full-prompt forward and greedy ``generate``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import torch
 
 from schemas.events import Message, Side
 from schemas.taxonomy import Category, Generation, Taxonomy
+from tests.helpers.guard_reference import reference_answer as _reference_answer
+from tests.helpers.guard_reference import reference_score as _reference
 from workers.engine import ScoreRequest, ScoreResult
 from workers.guard.loading import LoadedGuard, load_guard
 from workers.guard.scorer import GuardScorer
@@ -50,33 +51,6 @@ def _requests(taxonomy: Taxonomy, decode_at: float | None = 0.0) -> list[ScoreRe
         req("long-prompt", LONG_TURNS[:3], "prompt"),
         req("pair", LONG_TURNS[2:], "response"),
     ]
-
-
-def _reference(guard: LoadedGuard, request: ScoreRequest, taxonomy: Taxonomy | None = None) -> float:
-    """P(unsafe) from one plain forward over the full prompt, softmax at the last position."""
-    rendered = guard.prompt_format.render(taxonomy or request.taxonomy, request.messages, request.side)
-    ids = guard.tokens.encode_prompt(rendered.text) + list(guard.tokens.verdict_prefix_ids)
-    with torch.inference_mode():
-        logits = guard.model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
-    return float(torch.softmax(logits, dim=-1)[guard.tokens.unsafe_id])
-
-
-def _reference_answer(guard: LoadedGuard, request: ScoreRequest, max_new: int) -> str:
-    """Greedy ``generate`` on the full prompt, the answer forced to start with ``unsafe``."""
-    rendered = guard.prompt_format.render(request.taxonomy, request.messages, request.side)
-    tok = guard.tokens
-    ids = [*tok.encode_prompt(rendered.text), *tok.verdict_prefix_ids, tok.unsafe_id]
-    with torch.inference_mode():
-        out = guard.model.generate(
-            torch.tensor([ids]),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=list(tok.stop_ids),
-            pad_token_id=tok.pad_id,
-        )
-    new = out[0, len(ids) :].tolist()
-    stop = next((i for i, t in enumerate(new) if t in tok.stop_ids), len(new))
-    return tok.decode([tok.unsafe_id, *new[:stop]])
 
 
 def _check(
@@ -152,15 +126,21 @@ def test_an_unscorable_request_fails_alone(tiny_guard_path: Path) -> None:
     assert [r.score for r in (mixed[0], mixed[2])] == pytest.approx([r.score for r in alone], abs=1e-6)
 
 
-def test_prefix_is_computed_once_per_taxonomy_and_side(tiny_guard_path: Path) -> None:
+def test_each_head_is_computed_once_and_a_repeat_reuses_the_conversation(tiny_guard_path: Path) -> None:
+    """Three heads (prompt, response, 1-vs-all S1) are computed once; the same requests again run only
+    their tails, with the same scores."""
     settings = Settings(device="cpu")
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
     scorer = GuardScorer(guard, settings)
     requests = _requests(Taxonomy(generation=Generation.LG3), decode_at=None)
-    scorer.score(requests)
-    assert (scorer.cache.misses, len(scorer.cache)) == (3, 3)  # prompt, response, 1-vs-all S1
-    scorer.score(requests)
-    assert scorer.cache.misses == 3 and scorer.cache.hits >= 3
+    first = scorer.score(requests)
+    heads = {len(r.head_ids) for r in scorer._rows(requests)[0]}
+    assert first[0].cached_tokens in heads  # the first event of a conversation reuses only its head
+    computed = scorer.computed_tokens
+    again = scorer.score(requests)
+    assert scorer.computed_tokens - computed < computed / 2
+    assert all(b.cached_tokens > a.cached_tokens for a, b in zip(first, again, strict=True))
+    assert [r.score for r in again] == pytest.approx([r.score for r in first], abs=1e-5)
     assert scorer.fallbacks == 0
 
 
@@ -182,13 +162,13 @@ def test_positions_run_each_prefix_once_and_every_suffix(tiny_guard_path: Path) 
     assert suffix == full - per_row_prefixes
 
 
-def test_unsafe_tokenization_split_falls_back_to_full_prompt(tiny_guard_path: Path) -> None:
+def test_unsafe_tokenization_split_scores_without_the_head(tiny_guard_path: Path) -> None:
     settings = Settings(device="cpu", max_category_tokens=4)
     guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
     scorer = GuardScorer(guard, settings)
     requests = _requests(CUSTOM)
     prefix = guard.prompt_format.render(CUSTOM, requests[0].messages, "prompt").prefix
-    scorer._prefix_ids[prefix] = (1, 2, 3)  # a boundary the real tokenization does not start with
+    scorer.builder.head_ids[prefix] = (1, 2, 3)  # a boundary the real tokenization does not start with
     results = scorer.score(requests)
     assert scorer.fallbacks == 3  # the three prompt-side requests
     _check(guard, requests, results, max_new=4)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import ray
 
+from schemas.events import Message
+from schemas.taxonomy import Generation, Taxonomy
 from tests.helpers.score_requests import assert_same_scores, in_process_scores, make_requests
-from workers.engine import Engine, ScoreResult
+from workers.engine import Engine, ScoreRequest, ScoreResult
 from workers.errors import ScoringError, UnknownModelError
 from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings
@@ -73,6 +75,48 @@ def test_timeout_is_a_scoring_error(pools: ModelPools) -> None:
         pools.result(pending, timeout_s=0.0)
 
 
+def _conversation(i: int, turn: int) -> ScoreRequest:
+    """Turn ``turn`` (1 or 2) of conversation ``i``, prompt side, keyed for affinity."""
+    messages = [Message(role="user", content=f"Conversation {i}: " + "tell me about baking bread. " * 5)]
+    if turn == 2:
+        messages += [
+            Message(role="assistant", content="Flour, water, salt."),
+            Message(role="user", content="And?"),
+        ]
+    return ScoreRequest(
+        request_id=f"conv{i}-t{turn}",
+        messages=tuple(messages),
+        side="prompt",
+        taxonomy=Taxonomy(generation=Generation.LG3),
+        decode_categories_at=None,
+        cache_scope="acme",
+        affinity=f"acme:conv{i}",
+    )
+
+
+@ray.remote(num_cpus=0.1)
+def partition_elsewhere(
+    pools: ModelPools, requests: list[ScoreRequest]
+) -> list[tuple[int | None, list[int]]]:
+    return pools.partition("default", requests)
+
+
+def test_a_conversation_stays_on_its_replica_and_hits_its_cache(pools: ModelPools) -> None:
+    """Every pool copy sends a conversation to the same replica, so its second turn reuses the first
+    turn's keys/values there (with random dispatch about half of them would land on a cold replica)."""
+    first = [_conversation(i, 1) for i in range(8)]
+    second = [_conversation(i, 2) for i in range(8)]
+    here = pools.partition("default", first)
+    assert ray.get(partition_elsewhere.remote(pools, first), timeout=60) == here
+    assert {replica for replica, _ in here} == {0, 1}
+    owners = {i: replica for replica, indices in here for i in indices}
+    assert {i: r for r, indices in pools.partition("default", second) for i in indices} == owners
+    before = pools.score("default", first)
+    after = pools.score("default", second)
+    for one, two in zip(before, after, strict=True):
+        assert two.cached_tokens >= one.cached_tokens + 20, (one, two)
+
+
 def test_replica_killed_mid_stream_loses_nothing(pools: ModelPools, tiny_guard_path: Path) -> None:
     batches = [make_requests(4, f"k{k}-") for k in range(12)]
     pending = [pools.submit("default", batch) for batch in batches]
@@ -85,3 +129,18 @@ def test_replica_killed_mid_stream_loses_nothing(pools: ModelPools, tiny_guard_p
     expected = in_process_scores(tiny_guard_path, [r for b in batches for r in b])
     assert_same_scores([r for answer in results for r in answer], expected)
     assert len(pools.score("default", make_requests(2, "after-"))) == 2
+
+
+def test_a_dead_owner_hands_its_conversations_to_a_live_replica(pools: ModelPools) -> None:
+    """The owner of a conversation is gone for good (a restarted one simply takes its calls back: Ray
+    retries them there); the call retried elsewhere marks it down, and the conversation's next requests
+    go to the other replica. Last in the module: the pool is left with one replica."""
+    request = _conversation(100, 1)
+    ((home, _),) = pools.partition("default", [request])
+    assert home is not None
+    ray.kill(pools.replicas("default")[home], no_restart=True)
+    pending = pools.submit("default", [request], home)
+    (result,) = pools.result(pending)
+    assert result.request_id == request.request_id and result.error is None
+    ((moved, _),) = pools.partition("default", [_conversation(100, 2)])
+    assert moved is not None and moved != home
