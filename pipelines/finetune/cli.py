@@ -71,6 +71,9 @@ def finetune_command(
         str, typer.Option(help="head: last layer on cached activations; cached: top layers; full.")
     ] = "head",
     features: Annotated[Path | None, typer.Option(help="Head trainer: feature cache file.")] = None,
+    capture_budget: Annotated[
+        float | None, typer.Option(help="Head trainer: stop capturing after S seconds, train on those.")
+    ] = None,
     seed: int = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
@@ -112,7 +115,7 @@ def finetune_command(
             rows = without_heldout(rows, heldout_keys(exclude))
         run_finetune(
             rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads,
-            "head" if head else trainer, features,
+            "head" if head else trainer, features, capture_budget,
         )  # fmt: skip
 
 
@@ -129,8 +132,9 @@ def run_finetune(
     threads: int | None,
     trainer: str = "full",
     features: Path | None = None,
+    capture_budget: float | None = None,
 ) -> None:
-    """Load, augment, encode, train and save; the pieces live in ``data``, ``train``, ``loop`` and ``head``."""
+    """Load, augment, encode, train and save; pieces: ``data``, ``train``, ``loop``, ``head``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -179,7 +183,9 @@ def run_finetune(
         from pipelines.finetune.head import train_head_recipe
 
         model = wrap_lora(model, config).to(device)
-        history, count = train_head_recipe(model, examples, fmt, tokens, config, out, features)
+        history, count = train_head_recipe(
+            model, examples, fmt, tokens, config, out, features, capture_budget
+        )
     elif varied or trainer != "cached" or config.top_layers is None:
         encoded = [e for ex in examples if (e := encode_example(ex, fmt, tokens, config.max_tokens))]
         log.info("finetune_data", rows=len(rows), examples=len(examples), encoded=len(encoded))

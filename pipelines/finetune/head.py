@@ -1,6 +1,6 @@
 """The cheapest exact trainer: LoRA on the last layer's ``o_proj`` and MLP, trained on cached activations.
 
-On a shared 2-core CPU even the top-layer trainer (``pipelines.finetune.loop``) costs ~2 minutes per 16-example step.
+On a shared 2-core CPU even the top-layer trainer (``loop``) costs ~2 minutes per 16-example step.
 This one costs one no-grad forward per example, once: in the last decoder layer, everything *after* the
 attention softmax is position-wise — ``o_proj``, the residual add, the post-attention norm, the MLP, the
 final norm, the LM head. With LoRA only on ``o_proj``, ``gate_proj``, ``up_proj`` and ``down_proj`` of that
@@ -51,7 +51,9 @@ class HeadFeatures:
     """Per example: whether the verdict target is ``unsafe`` (for reporting)."""
 
 
-def capture(model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: int) -> HeadFeatures:
+def capture(
+    model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: int, budget_s: float | None = None
+) -> HeadFeatures:
     """One no-grad forward per example (batched per prefix), keeping the answer positions' features."""
     model.eval()
     dec = decoder_of(model)
@@ -70,12 +72,20 @@ def capture(model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: in
     ]
     every = range(len(dec.layers))
     residual, attention, target, example = [], [], [], []
+    done: list[int] = []
     started = time.monotonic()
     kv_by_prefix: dict[tuple[int, ...], dict[int, Any]] = {}
+    # a seeded random order (sorted by length only within runs of 32, for padding), so that a run stopped
+    # by ``budget_s`` has captured an unbiased sample rather than the shortest examples
+    shuffled = random.Random(0).sample(range(len(data)), len(data))
+    runs = [shuffled[i : i + 32] for i in range(0, len(shuffled), 32)]
+    order = [i for run in runs for i in sorted(run, key=lambda i: (data[i].prefix, len(data[i].suffix)))]
     try:
         with torch.no_grad():
-            order = sorted(range(len(data)), key=lambda i: (data[i].prefix, len(data[i].suffix)))
             for start in range(0, len(order), 8):
+                if budget_s is not None and time.monotonic() - started > budget_s:
+                    log.warning("head_capture_budget_spent", captured=len(done), total=len(data))
+                    break
                 chunk = order[start : start + 8]
                 for prefix in {data[i].prefix for i in chunk}:
                     if prefix not in kv_by_prefix:
@@ -88,18 +98,30 @@ def capture(model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: in
                         residual.append(grabbed["residual"][row, end - n : end].clone())
                         attention.append(grabbed["attention"][row, end - n : end].clone())
                         target.append(torch.tensor(data[i].target))
-                        example.append(torch.full((n,), i))
+                        example.append(torch.full((n,), len(done)))
+                        done.append(i)
                 if start % 80 == 0:
                     log.info("head_capture", done=start, total=len(data), s=round(time.monotonic() - started))
     finally:
         for hook in hooks:
             hook.remove()
-    log.info("head_captured", examples=len(data), s=round(time.monotonic() - started))
-    weights = torch.tensor([ex.weight for ex in data])
-    unsafe = torch.tensor([unsafe_id in ex.target for ex in data])
+    log.info("head_captured", examples=len(done), s=round(time.monotonic() - started))
+    kept = [data[i] for i in done]
+    unsafe = torch.tensor([unsafe_id in ex.target for ex in kept])
     return HeadFeatures(
-        torch.cat(residual), torch.cat(attention), torch.cat(target), torch.cat(example), weights, unsafe
-    )
+        torch.cat(residual), torch.cat(attention), torch.cat(target), torch.cat(example),
+        _balanced([(ex.side, bool(u)) for ex, u in zip(kept, unsafe.tolist(), strict=True)]), unsafe,
+    )  # fmt: skip
+
+
+def _balanced(classes: Sequence[tuple[str, bool]]) -> torch.Tensor:
+    """Per example ``n_side / (n_classes_side * n_class)``: each verdict weighs the same within a side."""
+    from collections import Counter
+
+    counts = Counter(classes)
+    per_side = Counter(side for side, _ in classes)
+    labels = Counter(side for side, _ in counts)
+    return torch.tensor([per_side[c[0]] / (labels[c[0]] * counts[c]) for c in classes])
 
 
 def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -170,7 +192,9 @@ def _digest(data: Sequence[SplitExample]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def features_for(model: Any, data: Sequence[SplitExample], tokens: Any, path: Path | None) -> HeadFeatures:
+def features_for(
+    model: Any, data: Sequence[SplitExample], tokens: Any, path: Path | None, budget_s: float | None = None
+) -> HeadFeatures:
     """Captured features, read from ``path`` when it holds those of exactly ``data`` (else written there)."""
     digest = _digest(data)
     if path is not None and path.is_file():
@@ -178,7 +202,7 @@ def features_for(model: Any, data: Sequence[SplitExample], tokens: Any, path: Pa
         if saved.pop("digest", None) == digest:
             log.info("head_features_reused", path=str(path))
             return HeadFeatures(**saved)
-    feats = capture(model, data, tokens.pad_id, tokens.unsafe_id)
+    feats = capture(model, data, tokens.pad_id, tokens.unsafe_id, budget_s)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({**feats.__dict__, "digest": digest}, path)
@@ -193,6 +217,7 @@ def train_head_recipe(
     config: TrainConfig,
     out_dir: Path,
     features: Path | None,
+    budget_s: float | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Encode and split as the scorer does, capture (or reuse) features, train; (history, examples)."""
     from pipelines.finetune.loop import split_examples
@@ -200,5 +225,5 @@ def train_head_recipe(
 
     data = split_examples(examples, fmt, tokens, config.max_tokens)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))
-    feats = features_for(model, data, tokens, features)
-    return train_head(model, feats, config, out_dir), len(data)
+    feats = features_for(model, data, tokens, features, budget_s)
+    return train_head(model, feats, config, out_dir, batch_examples=config.grad_accum), len(feats.weight)

@@ -1,6 +1,6 @@
-"""The training loop over ``pipelines.finetune.cached``: cache the frozen lower layers once, then train the top ones.
+"""The training loop over ``cached``: cache the frozen lower layers once, then train the top ones.
 
-Why a second loop beside ``pipelines.finetune.train.train``: that one runs every example's full ~370-token prompt
+Why a second loop beside ``train.train``: that one runs every example's full ~370-token prompt
 through all layers, forward and backward — 16 minutes for 555 examples on this CPU. Here the lower layers
 run once per example (not once per epoch), the prefix once per side per step, and back-propagation stops
 at layer ``N-K``: the same data costs a few times less, and extra epochs cost only the top layers.

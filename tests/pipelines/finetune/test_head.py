@@ -81,6 +81,6 @@ def test_head_training_lowers_the_loss(adapted: Any, tiny_guard_path: Path, tmp_
     tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
     feats = capture(adapted, _data(tokens), tokens.pad_id, tokens.unsafe_id)
     history = train_head(
-        adapted, feats, TrainConfig(lr=5e-2, epochs=30, warmup=0.0), tmp_path, batch_examples=3
+        adapted, feats, TrainConfig(lr=5e-2, epochs=90, warmup=0.0), tmp_path, batch_examples=3
     )
     assert history[-1]["loss"] < history[0]["loss"] / 2
