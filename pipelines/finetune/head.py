@@ -28,7 +28,7 @@ import structlog
 import torch
 
 from pipelines.finetune.cached import SplitExample, decoder_of, embed, run_prefix, run_suffixes
-from pipelines.finetune.train import TrainConfig, lr_factor
+from pipelines.finetune.train import TrainConfig
 
 log = structlog.get_logger(__name__)
 
@@ -147,42 +147,20 @@ def train_head(
 ) -> list[dict[str, float]]:
     """AdamW over the last layer's LoRA weights, ``config.epochs`` passes over the cached examples."""
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
+    from pipelines.finetune.loop import epoch_order, optimise
+
     n_examples = len(feats.weight)
     by_example: list[list[int]] = [[] for _ in range(n_examples)]
     for position, owner in enumerate(feats.example.tolist()):
         by_example[owner].append(position)
-    order: list[int] = []
-    while len(order) < int(n_examples * config.epochs):
-        order.extend(rng.sample(range(n_examples), n_examples))
-    order = order[: max(1, int(n_examples * config.epochs))]
+    order = epoch_order(n_examples, config.epochs, config.seed)
     steps = max(1, -(-len(order) // batch_examples))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, config.warmup))
-    history: list[dict[str, float]] = []
-    model.train()
-    started = time.monotonic()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "train_log.jsonl").open("w", encoding="utf-8") as handle:
-        for step in range(steps):
-            chosen = order[step * batch_examples : (step + 1) * batch_examples]
-            positions = torch.tensor([p for i in chosen for p in by_example[i]])
-            loss = _loss(model, feats, positions)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            record = {"step": step + 1, "loss": round(float(loss.item()), 4)}
-            record["lr"] = float(scheduler.get_last_lr()[0])
-            record["elapsed_s"] = round(time.monotonic() - started, 1)
-            history.append(record)
-            handle.write(json.dumps(record) + "\n")
-            if (step + 1) % 50 == 0 or step + 1 == steps:
-                log.info("head_step", step=step + 1, steps=steps, loss=record["loss"], s=record["elapsed_s"])
-    model.eval()
-    return history
+
+    def loss_at(step: int) -> Any:
+        chosen = order[step * batch_examples : (step + 1) * batch_examples]
+        return _loss(model, feats, torch.tensor([p for i in chosen for p in by_example[i]]))
+
+    return optimise(model, steps, config, out_dir, loss_at, "head_step")
 
 
 def _digest(data: Sequence[SplitExample]) -> str:

@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,28 +114,36 @@ def step_loss(model: Any, cached: Cached, data: Sequence[SplitExample], batch: S
     return total / weight_sum
 
 
-def train_cached(
-    model: Any, data: Sequence[SplitExample], cached: Cached, config: TrainConfig, out_dir: Path
+def epoch_order(size: int, epochs: float, seed: int) -> list[int]:
+    """Example indices for ``epochs`` passes: whole shuffled passes, then a shuffled partial one."""
+    rng = random.Random(seed)
+    total = max(1, int(size * epochs))
+    order: list[int] = []
+    while len(order) < total:
+        order.extend(rng.sample(range(size), size))
+    return order[:total]
+
+
+def optimise(
+    model: Any,
+    steps: int,
+    config: TrainConfig,
+    out_dir: Path,
+    loss_at: Callable[[int], Any],
+    event: str,
 ) -> list[dict[str, float]]:
-    """AdamW over the LoRA weights of the top layers; writes ``train_log.jsonl`` a line per step."""
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    total = max(1, int(len(data) * config.epochs))
-    steps = math.ceil(total / config.grad_accum)
+    """AdamW (warm-up then linear decay, clipped at 1.0) over the trainable weights for ``steps`` steps of
+    ``loss_at(step)``; writes ``train_log.jsonl`` a line per step and logs ``event`` every 10."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, config.warmup))
-    stream: list[int] = []
-    while len(stream) < total:
-        stream.extend(rng.sample(range(len(data)), len(data)))
     history: list[dict[str, float]] = []
     model.train()
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "train_log.jsonl").open("w", encoding="utf-8") as handle:
         for step in range(steps):
-            batch = stream[step * config.grad_accum : (step + 1) * config.grad_accum]
-            loss = step_loss(model, cached, data, batch)
+            loss = loss_at(step)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -148,11 +156,25 @@ def train_cached(
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             if (step + 1) % 10 == 0 or step + 1 == steps:
-                log.info(
-                    "finetune_step", step=step + 1, steps=steps, loss=record["loss"], s=record["elapsed_s"]
-                )
+                log.info(event, step=step + 1, steps=steps, loss=record["loss"], s=record["elapsed_s"])
     model.eval()
     return history
+
+
+def train_cached(
+    model: Any, data: Sequence[SplitExample], cached: Cached, config: TrainConfig, out_dir: Path
+) -> list[dict[str, float]]:
+    """The top layers' LoRA weights, ``config.grad_accum`` examples a step."""
+    torch.manual_seed(config.seed)
+    stream = epoch_order(len(data), config.epochs, config.seed)
+    steps = math.ceil(len(stream) / config.grad_accum)
+
+    def loss_at(step: int) -> Any:
+        return step_loss(
+            model, cached, data, stream[step * config.grad_accum : (step + 1) * config.grad_accum]
+        )
+
+    return optimise(model, steps, config, out_dir, loss_at, "finetune_step")
 
 
 def split_examples(
