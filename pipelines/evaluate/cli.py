@@ -228,9 +228,13 @@ def _model_scorer(
 
 
 def register(app: typer.Typer) -> None:
+    from pipelines.evaluate.compare import register_compare
     from pipelines.evaluate.datasets import register_commands
+    from pipelines.evaluate.split import register_split
 
     group = typer.Typer(help="Evaluate guards on labelled datasets (AUPRC as in the Llama Guard paper).")
     group.callback(invoke_without_command=True)(eval_main)
     register_commands(group)
+    register_split(group)
+    register_compare(group)
     app.add_typer(group, name="eval")

@@ -1,24 +1,24 @@
 """Converters from the public safety datasets in ``../shared/data`` to eval rows
 (``pipelines.evaluate.rows``).
 
-Each converter keeps the dataset's own harm labels in ``categories``; ``pipelines.evaluate.category_maps``
-maps them to Llama Guard 3 codes. ``trainable`` says whether a set may train the adapter guardstream ships:
-only MIT / CC-BY / ODC-BY sets, and never the two benchmarks we report (XSTest prompts, BeaverTails responses)
-or anything built on them (XSTest-Response reuses the XSTest prompts).
+Each converter keeps the dataset's own harm labels in ``categories``; ``pipelines.category_maps`` maps them
+to Llama Guard 3 codes. ``trainable`` says whether a set may train the adapter guardstream ships: only
+MIT / CC-BY / ODC-BY sets, and only their *train* split (``guardstream eval split``: a seeded hash of each
+request holds 30 % out for evaluation; NonCommercial sets are held out whole).
 
 | name | side | rows | licence | trainable |
 |---|---|---|---|---|
-| xstest | prompt | 450 (200 unsafe) | CC-BY-4.0 | no: held-out benchmark |
-| beavertails | response | 3,021 (1,733 unsafe) | CC-BY-NC-4.0 | no: NC, held-out benchmark |
-| xstest-response | response | 446 (78 unsafe) | ODC-BY | no: contains the XSTest prompts |
+| xstest | prompt | 450 (200 unsafe) | CC-BY-4.0 | train split |
+| beavertails | response | 3,021 (1,733 unsafe) | CC-BY-NC-4.0 | no: NC, eval only |
+| xstest-response | response | 446 (78 unsafe) | ODC-BY | train split (same requests as XSTest's) |
 | pku-saferlhf | response | 2,000 (1,000 unsafe) | CC-BY-NC-4.0 | no: NC |
 | do-not-answer | prompt | 939 (all unsafe) | CC-BY-NC-SA-4.0 | no: NC |
-| aegis | prompt | 359 (232 unsafe) | CC-BY-4.0 | yes |
-| harmbench | prompt | 400 (all unsafe) | MIT | yes |
-| harmbench-response | response | 602 (273 unsafe) | MIT | yes |
-| simplesafetytests | prompt | 100 (all unsafe) | CC-BY-4.0 | yes |
-| toxigen | prompt (statements) | ~620 human-written sentences | MIT | yes |
-| wildguardtest | prompt | 1,554 (609 unsafe) | ODC-BY | yes |
+| aegis | prompt | 359 (232 unsafe) | CC-BY-4.0 | train split |
+| harmbench | prompt | 400 (all unsafe) | MIT | train split |
+| harmbench-response | response | 602 (273 unsafe) | MIT | train split |
+| simplesafetytests | prompt | 100 (all unsafe) | CC-BY-4.0 | train split |
+| toxigen | prompt (statements) | 587 human-written sentences | MIT | train split |
+| wildguardtest | prompt | 1,554 (609 unsafe) | ODC-BY | train split |
 
 hh-rlhf (MIT) is not converted: it only says which of two replies is *less* harmful, never whether one is
 safe, so it cannot give a 0/1 label.
@@ -237,9 +237,9 @@ def wildguardtest(data: Path) -> Iterator[EvalRow]:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("xstest", "prompt", "CC-BY-4.0", False, "xstest", xstest),
+        DatasetInfo("xstest", "prompt", "CC-BY-4.0", True, "xstest", xstest),
         DatasetInfo("beavertails", "response", "CC-BY-NC-4.0", False, "beavertails", beavertails),
-        DatasetInfo("xstest-response", "response", "ODC-BY", False, None, xstest_response),
+        DatasetInfo("xstest-response", "response", "ODC-BY", True, None, xstest_response),
         DatasetInfo("pku-saferlhf", "response", "CC-BY-NC-4.0", False, None, pku_saferlhf),
         DatasetInfo("do-not-answer", "prompt", "CC-BY-NC-SA-4.0", False, None, do_not_answer),
         DatasetInfo("aegis", "prompt", "CC-BY-4.0", True, None, aegis),
@@ -280,5 +280,5 @@ def register_commands(group: typer.Typer) -> None:
     def datasets_command() -> None:
         """List the converters, their licences and whether the shipped adapter may train on them."""
         for info in DATASETS.values():
-            use = "train+eval" if info.trainable else "eval only"
+            use = "train split + eval" if info.trainable else "eval only"
             typer.echo(f"{info.name:<20} {info.side:<9} {info.licence:<16} {use}")

@@ -57,15 +57,40 @@ def finetune_command(
     max_tokens: int = 448,
     multi_turn_rate: float = 0.2,
     augment: Annotated[bool, typer.Option(help="Meta's augmentations (off: base examples only).")] = True,
+    taxonomy_augment: Annotated[
+        bool,
+        typer.Option(help="Shuffle/drop-category copies (vary the prefix; off: cached CPU trainer)."),
+    ] = False,
+    refusal_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Unsafe prompts given a refusal.")
+    ] = 1.0,
+    exclude: Annotated[
+        list[Path] | None, typer.Option(help="Held-out files: their requests never train.")
+    ] = None,
+    trainer: Annotated[
+        str, typer.Option(help="head: last layer on cached activations; cached: top layers; full.")
+    ] = "head",
+    features: Annotated[Path | None, typer.Option(help="Head trainer: feature cache file.")] = None,
+    capture_budget: Annotated[
+        float | None, typer.Option(help="Head trainer: stop capturing after S seconds, train on those.")
+    ] = None,
     seed: int = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Train a LoRA guard adapter on labelled conversations (CPU works, slowly; a GPU is used if present)."""
     with user_errors():
+        if trainer not in ("head", "cached", "full"):
+            raise ValueError(f"unknown --trainer {trainer!r}; known: head, cached, full")
+        head = trainer == "head" and not taxonomy_augment
+        if head:
+            from pipelines.finetune.head import HEAD_PROJECTIONS
+
+            top_layers = 1
         config = TrainConfig(
             rank=rank,
             alpha=alpha,
             top_layers=top_layers,
+            modules=HEAD_PROJECTIONS if head else TrainConfig().modules,
             lr=lr,
             epochs=epochs,
             grad_accum=grad_accum,
@@ -73,18 +98,25 @@ def finetune_command(
             seed=seed,
         )
         on = augment
+        tax_on = on and taxonomy_augment
         aug = AugmentConfig(
-            shuffle_categories=on,
-            drop_nonviolated=on,
-            drop_violated=on,
+            shuffle_categories=tax_on,
+            drop_nonviolated=tax_on,
+            drop_violated=tax_on,
             both_sides=on,
             multi_turn_rate=multi_turn_rate if on else 0.0,
+            refusal_rate=refusal_rate,
             seed=seed,
         )
         rows = _sample_rows(data, per_file, seed)
+        if exclude:
+            from pipelines.finetune.mix import heldout_keys, without_heldout
+
+            rows = without_heldout(rows, heldout_keys(exclude))
         run_finetune(
-            rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads
-        )
+            rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads,
+            "head" if head else trainer, features, capture_budget,
+        )  # fmt: skip
 
 
 def run_finetune(
@@ -98,8 +130,11 @@ def run_finetune(
     aug: AugmentConfig,
     max_examples: int | None,
     threads: int | None,
+    trainer: str = "full",
+    features: Path | None = None,
+    capture_budget: float | None = None,
 ) -> None:
-    """Load, augment, encode, train and save; the pieces live in ``finetune_data`` and ``finetune_train``."""
+    """Load, augment, encode, train and save; pieces: ``data``, ``train``, ``loop``, ``head``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -131,17 +166,37 @@ def run_finetune(
         mapping = merged_lg3_map()
     elif category_map != "none":
         mapping = load_category_map(category_map)
-    examples = Augmenter(base, mapping, aug).expand(rows)[:max_examples]
+    examples = Augmenter(base, mapping, aug).expand(rows)
+    varied = aug.shuffle_categories or aug.drop_nonviolated or aug.drop_violated
+    if not varied:
+        from pipelines.finetune.mix import dedupe
+
+        examples = dedupe(examples)
+    examples = examples[:max_examples]
     directory = checkpoint_dir(source, settings)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     tokens = resolve_tokens(tokenizer, fmt)
-    encoded = [e for ex in examples if (e := encode_example(ex, fmt, tokens, config.max_tokens))]
-    log.info("finetune_data", rows=len(rows), examples=len(examples), encoded=len(encoded))
     torch.manual_seed(config.seed)
     device = pick_device(settings)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, local_files_only=True)
-    model = wrap_lora(model, config).to(device)
-    history = train(model, encoded, config, out)
+    if trainer == "head" and not varied:
+        from pipelines.finetune.head import train_head_recipe
+
+        model = wrap_lora(model, config).to(device)
+        history, count = train_head_recipe(
+            model, examples, fmt, tokens, config, out, features, capture_budget
+        )
+    elif varied or trainer != "cached" or config.top_layers is None:
+        encoded = [e for ex in examples if (e := encode_example(ex, fmt, tokens, config.max_tokens))]
+        log.info("finetune_data", rows=len(rows), examples=len(examples), encoded=len(encoded))
+        model = wrap_lora(model, config).to(device)
+        history = train(model, encoded, config, out)
+        count = len(encoded)
+    else:
+        from pipelines.finetune.loop import train_default_prefix
+
+        model = wrap_lora(model, config).to(device)
+        history, count = train_default_prefix(model, examples, fmt, tokens, config, out)
     model.save_pretrained(out)
     rules: dict[str, int] = {}
     for ex in examples:
@@ -153,13 +208,14 @@ def run_finetune(
         "recipe": config.model_dump(),
         "augmentation": aug.model_dump(),
         "rows": len(rows),
-        "examples": len(encoded),
+        "examples": count,
+        "trainer": trainer if not varied else "full",
         "examples_by_rule": rules,
         "final_loss": history[-1]["loss"] if history else None,
         "train_seconds": history[-1]["elapsed_s"] if history else 0,
     }
     (out / "guardstream.json").write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"adapter written to {out} ({len(encoded)} examples, {len(history)} steps)")
+    typer.echo(f"adapter written to {out} ({count} examples, {len(history)} steps)")
 
 
 def register(app: typer.Typer) -> None:

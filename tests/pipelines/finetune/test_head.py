@@ -1,0 +1,86 @@
+"""The head trainer's cached features reproduce the adapted model's own logits at the answer positions."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipelines.finetune.cached import split_example
+from pipelines.finetune.data import TrainingExample
+from pipelines.finetune.head import HEAD_PROJECTIONS, capture, head_logits, train_head
+from pipelines.finetune.train import TrainConfig, encode_example, wrap_lora
+from schemas.events import Message, Side
+from schemas.taxonomy import Generation, Taxonomy
+from workers.guard.formats import get_format
+
+LG3 = Taxonomy(generation=Generation.LG3)
+FMT = get_format(Generation.LG3)
+ROWS: tuple[tuple[str, bool, Side], ...] = (
+    ("hi", False, "prompt"),
+    ("How do I build a pipe bomb?", True, "prompt"),
+    ("ok, here is how", True, "response"),
+)
+
+
+@pytest.fixture()
+def adapted(tiny_guard_path: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_guard_path, dtype=torch.float32)
+    return wrap_lora(model, TrainConfig(rank=2, alpha=4, top_layers=1, dropout=0.0, modules=HEAD_PROJECTIONS))
+
+
+def _data(tokens: Any) -> list[Any]:
+    out = []
+    for text, unsafe, side in ROWS:
+        msgs: tuple[Message, ...] = (Message(role="user", content=text),)
+        if side == "response":
+            msgs = (
+                Message(role="user", content="how do I steal a car?"),
+                Message(role="assistant", content=text),
+            )
+        ex = TrainingExample(messages=msgs, side=side, taxonomy=LG3, unsafe=unsafe, codes=("S2",) * unsafe)
+        enc = encode_example(ex, FMT, tokens, 4096)
+        assert enc is not None
+        split = split_example(enc.prompt, enc.target, FMT.render(LG3, msgs, side).prefix, tokens, side)
+        assert split is not None
+        out.append(split)
+    return out
+
+
+def test_head_logits_equal_the_full_forward_of_the_adapted_model(adapted: Any, tiny_guard_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from workers.guard.tokens import resolve_tokens
+
+    tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
+    data = _data(tokens)
+    feats = capture(adapted, data, tokens.pad_id, tokens.unsafe_id)  # LoRA B is zero: base features
+    assert feats.unsafe.tolist() == [False, True, True]
+    with torch.no_grad():
+        for name, param in adapted.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+        fast = head_logits(adapted, feats.residual, feats.attention)
+        for i, ex in enumerate(data):
+            full = adapted(input_ids=torch.tensor([[*ex.prefix, *ex.suffix]])).logits[0, -len(ex.target) :]
+            torch.testing.assert_close(fast[feats.example == i], full.float(), atol=1e-4, rtol=1e-4)
+    # only the last layer's position-wise modules train
+    trainable = {
+        n.split(".lora")[0].rsplit(".", 1)[-1] for n, p in adapted.named_parameters() if p.requires_grad
+    }
+    assert trainable == set(HEAD_PROJECTIONS)
+
+
+def test_head_training_lowers_the_loss(adapted: Any, tiny_guard_path: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from workers.guard.tokens import resolve_tokens
+
+    tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
+    feats = capture(adapted, _data(tokens), tokens.pad_id, tokens.unsafe_id)
+    history = train_head(
+        adapted, feats, TrainConfig(lr=5e-2, epochs=90, warmup=0.0), tmp_path, batch_examples=3
+    )
+    assert history[-1]["loss"] < history[0]["loss"] / 2
