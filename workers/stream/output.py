@@ -193,11 +193,11 @@ class OutputStage:
         log.error("transaction_aborted", worker=self._worker_id, error=f"{type(exc).__name__}: {exc}")
         try:
             self._sink.abort()
-        except KafkaError as abort_error:  # fatal state, or the abort hung: a new producer fences the old
+        except KafkaError as abort_error:  # fatal state, or the abort hung: the new producer fences the old
             log.warning("transaction_abort_failed", worker=self._worker_id, error=str(abort_error))
-            self._sink.renew_if_failed(force=True)
-        else:
-            self._sink.renew_if_failed()
+        # Always a fresh producer after an abort: kafka-python's transactional producer, once a batch was
+        # refused, was seen to hang its next commit. Aborts are rare; init_transactions costs well under 1 s.
+        self._sink.renew_if_failed(force=True)
         for delivery in self._sink.deliveries():
             if delivery.error is not None and not is_retriable(delivery.error):
                 letter = produce_failed_letter(delivery.output, delivery.error, self._settings.dlq_topic)
