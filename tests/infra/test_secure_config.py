@@ -3,8 +3,11 @@ Redis ACLs, and env files that name password files instead of holding passwords.
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
+
+import pytest
 
 from infra.kafka_local import render_server_properties
 from infra.secure_local import (
@@ -52,7 +55,9 @@ def test_broker_config_has_only_a_sasl_ssl_client_listener(tmp_path: Path) -> No
     assert kafka.redact(f"bad {secret}") == "bad ***"
 
 
-def test_redis_acl_file_holds_hashes_and_env_files_hold_no_secret(tmp_path: Path) -> None:
+def test_redis_acl_file_holds_hashes_and_env_files_hold_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = _settings(tmp_path)
     service = SecureRedisService(client_settings(settings))
     service.home.mkdir(parents=True)
@@ -71,6 +76,8 @@ def test_redis_acl_file_holds_hashes_and_env_files_hold_no_secret(tmp_path: Path
     assert "guardstream-writer" in writer_env.read_text()
     for path in (tmp_path / "secure" / "secrets").iterdir():
         assert path.read_text() not in secure_env.read_text() + writer_env.read_text()
+    for key in [k for k in os.environ if k.startswith("GUARDSTREAM_")]:
+        monkeypatch.delenv(key)  # the shell's own settings would win over the env file
     loaded = Settings(_env_file=secure_env)  # type: ignore[call-arg]
     assert loaded.kafka_sasl_password is not None
     assert loaded.kafka_sasl_password.get_secret_value() == password_file(settings, "guardstream").read_text()
