@@ -34,6 +34,9 @@ class WorkerTally:
         self._carried: list[dict[str, int]] = [dict.fromkeys(COUNTERS, 0) for _ in self._workers]
         self._down: list[bool] = [False for _ in self._workers]
         self.restarts = 0
+        # Learn each worker's first incarnation now: a worker killed before the driver's first periodic
+        # ``stats`` would otherwise come back with nothing to compare against, and its restart go uncounted.
+        self.stats()
 
     def stats(self) -> list[dict[str, Any]]:
         """Every worker's counters now (the last known ones for a worker that cannot answer)."""

@@ -48,17 +48,17 @@ def _bad_rows(out: Path) -> set[tuple[str, str, int, str]]:
     return found
 
 
-def _key(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool, float, list[str]]]:
+def _key(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool, list[str]]]:
     return [
-        (
-            r["event_id"],
-            str(r["tenant_id"]),
-            r["unsafe"],
-            round(r["score"], 6),
-            [c["code"] for c in r["categories"]],
-        )
-        for r in rows
+        (r["event_id"], str(r["tenant_id"]), r["unsafe"], [c["code"] for c in r["categories"]]) for r in rows
     ]
+
+
+def _same_verdicts(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """Same decisions and codes; scores within 1e-5, since a run's KV-tree state (which earlier events it
+    reuses) reorders float sums by ~1e-6 in fp32."""
+    assert _key(got) == _key(want)
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def test_verdicts_equal_guardstream_moderate_on_the_same_events(
     for row in rows:
         want = expected[row["event_id"]]
         assert row["unsafe"] == want.unsafe, row["event_id"]
-        assert row["score"] == pytest.approx(want.score, abs=1e-6), row["event_id"]
+        # the KV tree reuses whatever earlier events left, so float sums reorder: equal within 1e-5 (fp32)
+        assert row["score"] == pytest.approx(want.score, abs=1e-5), row["event_id"]
         assert [c["code"] for c in row["categories"]] == [c.code for c in want.categories]
         assert row["model"] == want.model
 
@@ -129,7 +130,7 @@ def test_interrupted_backfill_resumes_to_the_same_output_and_force_recomputes(
     assert (resumed.shards_skipped, resumed.shards_done) == (2, stats.shards_total - 2)
     final = _verdicts(tmp_path)
     assert len({v["event_id"] for v in final}) == len(final) == len(archive.valid)
-    assert _key(final) == _key(_verdicts(full_run))
+    _same_verdicts(final, _verdicts(full_run))
     assert _bad_rows(tmp_path) == set(archive.bad)
 
     again = _run(archive, tmp_path, settings, policies)
@@ -140,4 +141,4 @@ def test_interrupted_backfill_resumes_to_the_same_output_and_force_recomputes(
     assert (forced.shards_skipped, forced.shards_done) == (0, forced.shards_total)
     after = load_manifest(tmp_path)
     assert before is not None and after is not None and after.created_at > before.created_at
-    assert _key(_verdicts(tmp_path)) == _key(final)
+    _same_verdicts(_verdicts(tmp_path), final)

@@ -59,12 +59,12 @@ def test_training_prompt_ids_are_the_scorers_ids(guard: Any, text: str) -> None:
         request_id="r", messages=(Message(role="user", content=text),), side="prompt", taxonomy=LG3
     )
     row = scorer._rows([request])[0][0]
-    scored = [*row.prefix_ids, *row.suffix]
+    scored = [*row.ids, *guard.tokens.verdict_prefix_ids]
     # the scorer feeds prompt + verdict_prefix and reads the next token: the first target is that prefix
     assert scored == encoded.prompt + list(guard.tokens.verdict_prefix_ids)
     split = split_example(encoded.prompt, encoded.target, FMT.render(LG3, request.messages, "prompt").prefix,
                           guard.tokens, "prompt")  # fmt: skip
-    assert split is not None and split.prefix == row.prefix_ids
+    assert split is not None and split.prefix == row.head_ids
 
 
 def test_training_target_id_is_the_scorers_unsafe_id(guard: Any) -> None:
