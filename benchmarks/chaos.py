@@ -46,7 +46,7 @@ from tests.integration.stream_support import (  # noqa: E402
     end_offsets,
     isolated,
 )
-from workers.kafka_clients import ensure_topics  # noqa: E402
+from workers.clients.kafka import ensure_topics  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 COLUMNS = ("scenario", "mode", "records", "answered", "lost", "duplicated", "longest stall (s)", "committed")

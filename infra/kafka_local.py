@@ -176,7 +176,7 @@ class KafkaService(LocalService):
         """A metadata request through the admin client: the broker is up and has joined its quorum."""
         from kafka.errors import KafkaError
 
-        from workers import kafka_clients
+        from workers.clients import kafka as kafka_clients
 
         if not port_open(*self.host_port):
             return False

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from infra.errors import InstallError
 from infra.service import LocalService
-from workers.client_security import redact_url, redis_security_kwargs
+from workers.clients.security import redact_url, redis_security_kwargs
 
 REDIS_CONF = Path(__file__).resolve().parent / "redis" / "redis.conf"
 

@@ -15,8 +15,8 @@ import typer
 from pipelines.errors import user_errors
 from schemas.policy import TenantPolicy
 from workers.errors import InputError
+from workers.intake.tenancy import route_problem
 from workers.settings import get_settings
-from workers.tenancy import route_problem
 
 if TYPE_CHECKING:
     from workers.policies.redis_store import RedisPolicyStore

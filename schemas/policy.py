@@ -17,7 +17,7 @@ class Route(BaseModel):
     """Where a tenant's events are scored and where its verdicts go.
 
     A deployment also requires ``verdict_topic`` to start with its tenant topic prefix and to be nobody
-    else's topic; ``guardstream policy set`` checks that (``workers.tenancy.verdict_topic_problem``).
+    else's topic; ``guardstream policy set`` checks that (``workers.intake.tenancy.verdict_topic_problem``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.backfill.sources import ShardSpec, open_binary
 from schemas.events import ConversationEvent
 from schemas.verdicts import DeadLetter, DeadLetterCode
-from workers.intake import Source, parse_record
+from workers.intake.records import Source, parse_record
 from workers.settings import Settings
 
 ROW_SCHEMA = pa.schema(

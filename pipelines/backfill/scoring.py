@@ -21,7 +21,7 @@ from schemas.verdicts import DeadLetter, DeadLetterCode
 from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
 from workers.engine import Engine, ScoreResult
 from workers.errors import GuardstreamError, ScoringError
-from workers.intake import resolve_policy
+from workers.intake.records import resolve_policy
 from workers.logging import configure_logging
 from workers.policies.base import PolicyLookup, PolicyStore
 from workers.policies.file_store import FilePolicyStore

@@ -154,7 +154,7 @@ class ParquetSink:
 class KafkaVerdictPublisher:
     """``--to-kafka TOPIC`` behind ``VerdictSink``: every verdict of a shard, keyed ``tenant:conversation``,
     through the stream's ``KafkaSink`` (the same idempotent ``acks=all`` producer from
-    ``workers.kafka_clients``).
+    ``workers.clients.kafka``).
 
     A shard is published and flushed before it is marked finished, so delivery is at-least-once: a shard
     recomputed after an interrupt may publish some verdicts twice, and consumers dedupe by ``event_id``.

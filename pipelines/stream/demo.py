@@ -142,7 +142,7 @@ def _reader(settings: Settings, topics: list[str]) -> Any:
     """A group-less consumer positioned at the current end of ``topics`` (only this run's outputs)."""
     from kafka.structs import TopicPartition
 
-    from workers import kafka_clients
+    from workers.clients import kafka as kafka_clients
 
     consumer = kafka_clients.reader(settings)
     parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]

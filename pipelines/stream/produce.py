@@ -59,7 +59,7 @@ def produce_records(
     settings: Settings, records: Iterator[tuple[bytes | None, bytes]], *, topic: str | None = None
 ) -> ProduceReport:
     """Send records with acks=all and wait until the broker has them all."""
-    from workers import kafka_clients
+    from workers.clients import kafka as kafka_clients
 
     target = topic or settings.input_topic
     kafka_clients.ensure_topics(settings, [target])

@@ -37,8 +37,8 @@ def ensure_stream_topics(settings: Settings, *, with_policies: bool = True) -> l
     """
     from kafka.errors import KafkaError
 
+    from workers.clients.kafka import ensure_topics
     from workers.errors import PolicyStoreUnavailable
-    from workers.kafka_clients import ensure_topics
 
     policies: list[TenantPolicy] = []
     if with_policies:

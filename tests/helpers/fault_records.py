@@ -74,7 +74,7 @@ def oversized() -> list[Record]:
 
 def produce(settings: Settings, records: list[Record], via: str) -> list[tuple[int, int]]:
     """Send ``records``; ``via``: ``kafka-python`` or ``librdkafka:<codec>``. Returns (partition, offset)s."""
-    from workers.kafka_clients import ensure_topics
+    from workers.clients.kafka import ensure_topics
 
     ensure_topics(settings, [settings.input_topic])
     if via == "kafka-python":

@@ -15,8 +15,8 @@ from typing import Any
 from kafka.structs import TopicPartition
 
 from pipelines.stream.run import StreamReport, run_stream
-from workers import kafka_clients
-from workers.kafka_clients import ensure_topics
+from workers.clients import kafka as kafka_clients
+from workers.clients.kafka import ensure_topics
 from workers.settings import Settings
 
 

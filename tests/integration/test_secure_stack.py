@@ -26,8 +26,8 @@ from tests.integration.stream_support import (
     reading,
     streaming,
 )
-from workers import kafka_clients
-from workers.client_security import redis_security_kwargs
+from workers.clients import kafka as kafka_clients
+from workers.clients.security import redis_security_kwargs
 from workers.errors import PolicyStoreUnavailable
 from workers.policies.redis_store import RedisPolicyStore
 from workers.serving.pool import ModelPools

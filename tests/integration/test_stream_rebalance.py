@@ -30,9 +30,9 @@ from tests.integration.stream_support import (
     reading,
     start_in_thread,
 )
-from workers import kafka_clients
+from workers.clients import kafka as kafka_clients
+from workers.clients.kafka import ensure_topics
 from workers.engine import Engine, ScoreRequest, ScoreResult
-from workers.kafka_clients import ensure_topics
 from workers.policies.redis_store import RedisPolicyStore
 from workers.serving.pool import ModelPools
 from workers.settings import ModelSpec, Settings

@@ -13,7 +13,7 @@ from schemas.taxonomy import Category, Taxonomy
 from schemas.verdicts import DeadLetter, DeadLetterCode, Verdict
 from workers.decision import DeadLetterReason, build_request, event_outcome
 from workers.engine import ScoreResult
-from workers.intake import Source, resolve_policy
+from workers.intake.records import Source, resolve_policy
 from workers.policies.base import PolicyLookup
 from workers.policies.file_store import FilePolicyStore
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from kafka.structs import TopicPartition
 
-from workers import kafka_clients
+from workers.clients import kafka as kafka_clients
 from workers.settings import Settings
 
 LOOKUP_TIMEOUT_MS = 5_000

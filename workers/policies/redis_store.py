@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from schemas.policy import TenantPolicy
-from workers.client_security import redis_security_kwargs
+from workers.clients.security import redis_security_kwargs
 from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.logging import get_logger
 from workers.policies.base import PolicyLookup

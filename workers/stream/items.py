@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from schemas.events import ConversationEvent
 from workers.engine import ScoreRequest, ScoreResult
-from workers.intake import Source
+from workers.intake.records import Source
 from workers.policies.base import PolicyLookup
 
 

@@ -25,11 +25,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
 from schemas.verdicts import DeadLetter
-from workers import kafka_clients
+from workers.clients import kafka as kafka_clients
 from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
 from workers.engine import ScoreResult
 from workers.errors import ConsumerStuckError, UndecodableBatchError
-from workers.intake import Source, dead_letter, parse_record, resolve_policy
+from workers.intake.records import Source, dead_letter, parse_record, resolve_policy
+from workers.intake.tenancy import check_tenant
 from workers.logging import get_logger
 from workers.metrics.stream import StreamMetrics
 from workers.policies.base import PolicyStore
@@ -39,7 +40,6 @@ from workers.stream.microbatch import MicroBatcher
 from workers.stream.output import Body, OutputStage
 from workers.stream.scoring import InFlight, Scoring
 from workers.stream.undecodable import BatchFailure, failed_batch
-from workers.tenancy import check_tenant
 
 log = get_logger(__name__)
 

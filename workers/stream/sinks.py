@@ -5,7 +5,7 @@ carries the source record's partition and offset, and the broker's answer (ack o
 through a thread-safe queue the worker drains on its own thread. kafka-python runs delivery callbacks on the
 producer's I/O thread; touching the worker's offset ledger from there would race.
 
-The producer comes from ``workers.kafka_clients`` (idempotent, ``acks=all``): outputs released in input
+The producer comes from ``workers.clients.kafka`` (idempotent, ``acks=all``): outputs released in input
 order land in that order.
 """
 
@@ -22,7 +22,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.verdicts import DeadLetter, OutputTooLarge, Verdict
-from workers import kafka_clients
+from workers.clients import kafka as kafka_clients
 from workers.logging import get_logger
 from workers.settings import Settings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from workers.client_security import (
+from workers.clients.security import (
     SecurityConfigError,
     kafka_client_kwargs,
     kafka_security_kwargs,

@@ -11,7 +11,7 @@ from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
 from schemas.verdicts import DeadLetter, DeadLetterCode
 from workers.errors import PolicyInvalid, PolicyStoreUnavailable
-from workers.intake import Source, parse_record, resolve_policy
+from workers.intake.records import Source, parse_record, resolve_policy
 from workers.policies import FilePolicyStore, PolicyLookup
 
 SRC = Source(topic="guard.conversations", partition=2, offset=41, key="acme:c-1")

@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from workers.client_security import kafka_client_kwargs
+from workers.clients.security import kafka_client_kwargs
 from workers.logging import get_logger
 from workers.settings import Settings
 

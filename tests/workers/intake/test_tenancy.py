@@ -8,9 +8,9 @@ import pytest
 from schemas.events import ConversationEvent, Message
 from schemas.policy import Route, TenantPolicy
 from schemas.verdicts import DeadLetterCode
-from workers.intake import Source
+from workers.intake.records import Source
+from workers.intake.tenancy import TenantSource, check_tenant, route_problem, verdict_topic_problem
 from workers.settings import Settings
-from workers.tenancy import TenantSource, check_tenant, route_problem, verdict_topic_problem
 
 EVENT = ConversationEvent(
     event_id="e-1", tenant_id="acme", conversation_id="c-1", messages=(Message(role="user", content="hi"),)

@@ -7,7 +7,7 @@ dead letter carrying the raw payload and its source topic/partition/offset for r
 ``parse_record`` and ``resolve_policy`` never raise: a property test feeds them arbitrary bytes.
 
 Checks run cheapest-first and the first failure wins: size (before decoding anything), UTF-8, strict JSON
-(``workers.strict_json``: I-JSON, nesting depth), object shape, turn count (before the full schema, so a
+(``strict_json``: I-JSON, nesting depth), object shape, turn count (before the full schema, so a
 10 000-turn event is not validated message by message), then the pydantic schema.
 """
 
@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from schemas.events import ID_PATTERN, TENANT_PATTERN, ConversationEvent
 from schemas.verdicts import DeadLetter, DeadLetterCode
-from workers import strict_json
 from workers.errors import PolicyInvalid, PolicyStoreUnavailable
+from workers.intake import strict_json
 from workers.logging import get_logger
 from workers.policies.base import PolicyLookup, PolicyStore, default_policy
 

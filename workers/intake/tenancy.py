@@ -20,7 +20,7 @@ from typing import Literal
 from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
 from schemas.verdicts import DeadLetter, DeadLetterCode
-from workers.intake import Source, dead_letter
+from workers.intake.records import Source, dead_letter
 from workers.settings import Settings
 
 TenantSource = Literal["payload", "key", "header"]

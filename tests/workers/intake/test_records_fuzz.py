@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.events import ConversationEvent
 from schemas.verdicts import DeadLetter
-from workers.intake import Source, parse_record
+from workers.intake.records import Source, parse_record
 
 SRC = Source(topic="guard.conversations", partition=0, offset=7, key=None)
 LIMITS = {"max_event_bytes": 64 * 1024, "max_turns": 8}
