@@ -106,7 +106,7 @@ def test_missing_field_is_named() -> None:
 def test_sample_malformed_file_all_dead_letter() -> None:
     from pathlib import Path
 
-    lines = (Path(__file__).parents[2] / "pipelines/samples/malformed.jsonl").read_bytes().splitlines()
+    lines = (Path(__file__).parents[3] / "pipelines/samples/malformed.jsonl").read_bytes().splitlines()
     codes = [letter(line).error_code for line in lines if line.strip()]
     assert codes[0] is DeadLetterCode.INVALID_JSON
     assert set(codes[1:]) == {DeadLetterCode.SCHEMA_VIOLATION}
