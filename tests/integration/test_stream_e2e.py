@@ -129,7 +129,7 @@ def test_two_tenants_every_event_answered_exactly_once(
         outputs = reader.read()
 
     # One output per input record, each on the right topic. Delivery is at-least-once: if the consumer is
-    # rebuilt (a stuck rejoin, see StreamLoop._check_rejoin) uncommitted records are answered again, so
+    # rebuilt (a stuck rejoin, see Rebalance.check_rejoin) uncommitted records are answered again, so
     # an event may repeat its verdict, never change it or miss it.
     assert report.consumed >= len(sent) and report.scoring_errors == 0
     acme_ids, kids_ids = outputs.event_ids(settings.verdict_topic), outputs.event_ids(kids_topic)

@@ -45,7 +45,7 @@ def stream_consumer(settings: Settings, *, worker_id: str) -> KafkaConsumer:
         fetch_max_wait_ms=100,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         # Also the rebalance timeout: a member that doesn't rejoin within it (e.g. a wedged client, see
-        # StreamLoop._check_rejoin) is dropped by the broker, so the others' rebalance ends before their own
+        # Rebalance.check_rejoin) is dropped by the broker, so the others' rebalance ends before their own
         # rejoin timeout instead of after the 5-minute default. The loop polls every <= 100 ms; only a
         # drain this long would miss it (its commits then fail and the records are re-read).
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,

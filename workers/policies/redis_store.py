@@ -42,6 +42,7 @@ from workers.errors import PolicyInvalid, PolicyStoreUnavailable
 from workers.logging import get_logger
 from workers.policies.base import PolicyLookup
 from workers.policies.compat import read_policy
+from workers.policies.invalidation import InvalidationListener
 from workers.policies.outage import Outage
 from workers.settings import Settings
 
@@ -71,8 +72,8 @@ class _Entry:
 class RedisPolicyStore:
     """Admin operations (``put``/``get``/``list``/``delete``) and the cached worker ``lookup``.
 
-    Thread-safe. The pub/sub listener thread starts on the first ``lookup`` so admin-only users (the CLI)
-    never start one. Call ``close()`` when done.
+    Thread-safe. The pub/sub listener thread (``policies.invalidation``) starts on the first ``lookup`` so
+    admin-only users (the CLI) never start one. Call ``close()`` when done.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -91,8 +92,14 @@ class RedisPolicyStore:
         self._generation: dict[str, int] = {}
         self._reported: dict[str, set[str]] = {}
         self._outage = Outage()
-        self._stop = threading.Event()
-        self._listener: threading.Thread | None = None
+        self._listener = InvalidationListener(
+            self._client,
+            CHANNEL,
+            self._outage,
+            invalidate=self._invalidate,
+            failed=self._failed,
+            where=self._where,
+        )
         self.reloads = 0
         """Policies fetched from Redis by ``lookup`` (exported as ``guardstream_policy_reloads_total``)."""
 
@@ -154,7 +161,7 @@ class RedisPolicyStore:
         and nothing is cached for the tenant, ``PolicyInvalid`` only if the stored policy does not validate
         and the tenant never had a valid one.
         """
-        self._ensure_listener()
+        self._listener.ensure_started()
         with self._lock:
             entry = self._cache.get(tenant_id)
             generation = self._generation.get(tenant_id, 0)
@@ -178,9 +185,7 @@ class RedisPolicyStore:
 
     def close(self) -> None:
         """Stop the listener thread and close connections."""
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        self._listener.close()
         self._client.close()
 
     def __enter__(self) -> RedisPolicyStore:
@@ -282,45 +287,6 @@ class RedisPolicyStore:
                 where=self._where(),
             )
         return _as_lookup(entry.policy, stale=True)
-
-    def _ensure_listener(self) -> None:
-        if self._listener is not None:
-            return
-        with self._lock:
-            if self._listener is None and not self._stop.is_set():
-                self._listener = threading.Thread(
-                    target=self._listen, name="guardstream-policy-listener", daemon=True
-                )
-                self._listener.start()
-
-    def _listen(self) -> None:
-        """Subscribe, invalidate on every change, and resubscribe with backoff after a connection loss."""
-        while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(CHANNEL)
-                # Changes published while we were not subscribed are lost: refetch everything cached.
-                self._invalidate(None)
-                if self._outage.recovered():
-                    log.info("policy_store_reconnected", where=self._where())
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None:
-                        self._on_message(message)
-            except RedisError as exc:
-                self._failed(exc)
-                self._stop.wait(self._outage.backoff_s())
-            finally:
-                pubsub.close()
-
-    def _on_message(self, message: dict[str, Any]) -> None:
-        try:
-            tenant_id = json.loads(message["data"])["tenant_id"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("policy_message_unreadable", data=str(message.get("data"))[:200])
-            self._invalidate(None)
-            return
-        self._invalidate(str(tenant_id))
 
 
 def _as_lookup(policy: TenantPolicy | None, *, stale: bool) -> PolicyLookup | None:

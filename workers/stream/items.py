@@ -59,7 +59,7 @@ class WorkerStats(BaseModel):
     scoring_errors: int = 0
     batches: int = 0
     watchdog_rebuilds: int = 0
-    """Consumers rebuilt because a rejoin never finished (``_check_rejoin``): the watchdog's firings."""
+    """Consumers rebuilt because a rejoin never finished (``Rebalance.check_rejoin``): watchdog firings."""
     in_flight: int = 0
     idle_s: float = 0.0
     committed: dict[str, int] = {}

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import TopicPartition
 
 from schemas.verdicts import DeadLetter
 from workers.clients import kafka as kafka_clients
 from workers.decision import DeadLetterReason, build_request, event_outcome, side_skipped
 from workers.engine import ScoreResult
-from workers.errors import ConsumerStuckError, UndecodableBatchError
+from workers.errors import UndecodableBatchError
 from workers.intake.records import Source, dead_letter, parse_record, resolve_policy
 from workers.intake.tenancy import check_tenant
 from workers.logging import get_logger
@@ -38,6 +36,7 @@ from workers.settings import Settings
 from workers.stream.items import Item, Pools, WorkerStats
 from workers.stream.microbatch import MicroBatcher
 from workers.stream.output import Body, OutputStage
+from workers.stream.rebalance import Rebalance
 from workers.stream.scoring import InFlight, Scoring
 from workers.stream.undecodable import BatchFailure, failed_batch
 
@@ -46,9 +45,6 @@ log = get_logger(__name__)
 
 REWIND_TIMEOUT_MS = 5_000
 """How long an aborted transaction's rewind waits for the committed offsets before the consumer is rebuilt."""
-
-REJOIN_TIMEOUT_S = 3 * kafka_clients.SESSION_TIMEOUT_MS / 1000
-"""A rebalance this consumer is in must end within this; else the consumer is rebuilt (``_check_rejoin``)."""
 
 
 class StreamLoop:
@@ -77,14 +73,21 @@ class StreamLoop:
             settings, self._consumer, worker_id=worker_id, on_abort=self._rewind, metrics=self._metrics
         )
         self._paused = False
-        self._reread_from: dict[TopicPartition, int] = {}
-        self._rebalancing_since: float | None = None
+        self._rebalance = Rebalance(
+            settings,
+            self._consumer,
+            self._out,
+            self._batcher,
+            self._metrics,
+            worker_id=worker_id,
+            on_revoke=self._unpause,
+        )
         self._last_record = time.monotonic()
         self._running = False
         self._counts = {"consumed": 0, "scoring_errors": 0, "batches": 0}
 
     def run(self, stop: threading.Event) -> WorkerStats:
-        self._consumer.subscribe([self._settings.input_topic], listener=_Rebalance(self))
+        self._consumer.subscribe([self._settings.input_topic], listener=self._rebalance)
         self._running = True
         log.info("stream_worker_started", worker=self._worker_id, topic=self._settings.input_topic)
         try:
@@ -128,7 +131,7 @@ class StreamLoop:
         for model, items in self._batcher.due(force=not poll):
             self._submit(model, items)
         if poll:
-            self._check_rejoin()
+            self._rebalance.check_rejoin()
             self._backpressure()
             busy = self._scoring.pending or self._out.unreleased
             due = self._batcher.next_due_in()
@@ -138,21 +141,6 @@ class StreamLoop:
             self._scoring.wait(0.02)
         else:
             time.sleep(0.005)
-
-    def _check_rejoin(self) -> None:
-        """Raise if a rebalance this consumer started never finished.
-
-        Seen with kafka-python 3: right after a first join, a rejoin's answer is never processed; the client
-        stops heartbeating and the member sits without partitions forever. Raising makes the worker close
-        this consumer and start a fresh one (``StreamWorkerImpl``), which rejoins and re-reads from the
-        committed offsets; nothing was committed past an unanswered record, so nothing is lost.
-        """
-        since = self._rebalancing_since
-        if since is not None and time.monotonic() - since > REJOIN_TIMEOUT_S:
-            raise ConsumerStuckError(
-                f"consumer of {self._settings.input_topic} has been rejoining group "
-                f"{self._settings.consumer_group} for over {REJOIN_TIMEOUT_S:g}s; rebuilding it"
-            )
 
     def _drain(self) -> None:
         """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``."""
@@ -270,38 +258,9 @@ class StreamLoop:
             self._consumer.resume(*assigned)
             self._paused = False
 
-    def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Partitions leave: drop what was read from them; the next owner re-reads from the last commit.
-
-        Runs on kafka-python's IO thread, where blocking consumer calls (commit) are not allowed, so
-        nothing is finished here: outputs produced but not yet committed are produced again by the next
-        owner (at-least-once; ``event_id`` de-duplicates).
-        """
-        lost = set(revoked)
-        self._rebalancing_since = time.monotonic()
-        self._reread_from = {tp: off for tp in lost if (off := self._out.first_unacked(tp)) is not None}
-        self._out.revoke(lost)
-        self._metrics.forget(lost)
-        self._batcher.discard(lambda item: item.tp not in lost)
+    def _unpause(self) -> None:
+        """Partitions were revoked (``Rebalance.on_revoked``): the next assignment arrives unpaused."""
         self._paused = False
-        log.info("partitions_revoked", worker=self._worker_id, partitions=sorted(map(str, lost)))
-
-    def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        """Partitions arrive. One this consumer owned before the rebalance keeps its fetch position
-        (kafka-python 3 preserves it), but ``on_revoked`` dropped the records read from it whose outputs
-        were not acknowledged: seek back to the first of them, or they would be skipped and lost.
-
-        Also on kafka-python's IO thread; ``seek`` only sets the next fetch position, it never blocks.
-        """
-        for tp in assigned:
-            offset = self._reread_from.get(tp)
-            if offset is not None:
-                self._consumer.seek(tp, offset)
-                log.info("partition_reread", worker=self._worker_id, partition=str(tp), offset=offset)
-        self._reread_from = {}
-        self._rebalancing_since = None
-        self._metrics.assigned()
-        log.info("partitions_assigned", worker=self._worker_id, partitions=sorted(map(str, assigned)))
 
     def _rewind(self) -> None:
         """After an aborted transaction: drop all work and re-read every partition from its commit."""
@@ -315,19 +274,3 @@ class StreamLoop:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: StreamLoop) -> None:
-        self._loop = loop
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        try:
-            self._loop.on_revoked(list(revoked))
-        except Exception:  # raising here would leave the group without a LeaveGroup: a 10 s stall
-            log.exception("partitions_revoked_failed", partitions=sorted(map(str, revoked)))
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        # Not swallowed: a partition that could not be rewound would skip records. poll() raises it, the
-        # worker rebuilds its consumer and re-reads from the committed offsets; a stall, never a loss.
-        self._loop.on_assigned(list(assigned))
