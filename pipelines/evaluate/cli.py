@@ -228,6 +228,7 @@ def _model_scorer(
 
 
 def register(app: typer.Typer) -> None:
+    from pipelines.evaluate.calibrate import register_calibrate
     from pipelines.evaluate.compare import register_compare
     from pipelines.evaluate.datasets import register_commands
     from pipelines.evaluate.split import register_split
@@ -237,4 +238,5 @@ def register(app: typer.Typer) -> None:
     register_commands(group)
     register_split(group)
     register_compare(group)
+    register_calibrate(group)
     app.add_typer(group, name="eval")

@@ -10,12 +10,13 @@ from workers.guard.loading import LoadedGuard
 
 
 def reference_score(guard: LoadedGuard, request: ScoreRequest, taxonomy: Taxonomy | None = None) -> float:
-    """P(unsafe) from one plain forward over the full prompt, softmax at the last position."""
+    """P(unsafe) from one plain forward over the full prompt, softmax at the last position, then the guard's
+    calibration (identity unless its marker has one; the shipped default's does): the scorer's score."""
     rendered = guard.prompt_format.render(taxonomy or request.taxonomy, request.messages, request.side)
     ids = guard.tokens.encode_prompt(rendered.text) + list(guard.tokens.verdict_prefix_ids)
     with torch.inference_mode():
         logits = guard.model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
-    return float(torch.softmax(logits, dim=-1)[guard.tokens.unsafe_id])
+    return guard.calibration.apply(float(torch.softmax(logits, dim=-1)[guard.tokens.unsafe_id]))
 
 
 def reference_answer(guard: LoadedGuard, request: ScoreRequest, max_new: int) -> str:

@@ -29,6 +29,7 @@ import torch
 
 from schemas.taxonomy import Generation
 from workers.errors import ModelLoadError, PromptFormatError
+from workers.guard.calibration import IDENTITY, Calibration
 from workers.guard.formats import PromptFormat, get_format
 from workers.guard.tokens import GuardTokens, resolve_tokens
 from workers.settings import ModelSpec, Settings
@@ -64,6 +65,8 @@ class LoadedGuard:
     """Readable identity for verdicts, e.g. ``llama-guard-3 @ /models/Llama-Guard-3-8B``."""
     device: torch.device
     dtype: torch.dtype
+    calibration: Calibration = IDENTITY
+    """Applied by the scorer to every score it reads (``calibration.py``); identity unless a marker says."""
 
 
 def default_model_path() -> Path:
@@ -199,6 +202,27 @@ def _load_weights(directory: Path, adapter: Path | None, dtype: torch.dtype) -> 
     return model, tokenizer
 
 
+def load_calibration(spec: ModelSpec, checkpoint: Path) -> Calibration:
+    """The ``calibration`` block of the first ``guardstream.json`` marker that has one: the adapter's, the
+    checkpoint directory's, or for the shipped default ``DEFAULT_ADAPTER``'s (fitted for the bare base; refit
+    with ``guardstream eval calibrate`` whenever an adapter is copied there). Identity otherwise."""
+    default = spec.path is None and (spec.adapter is None or spec.adapter == DEFAULT_ADAPTER)
+    candidates = [
+        spec.adapter,
+        checkpoint if checkpoint.is_dir() else None,
+        DEFAULT_ADAPTER if default else None,
+    ]
+    for directory in candidates:
+        if directory is not None and (directory / MARKER_FILE).is_file():
+            block = _read_json(directory / MARKER_FILE).get("calibration")
+            if block is not None:
+                try:
+                    return Calibration.from_json(block)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ModelLoadError(f"{directory / MARKER_FILE}: bad calibration: {exc}") from exc
+    return IDENTITY
+
+
 def load_tokens(spec: ModelSpec, settings: Settings) -> GuardTokens:
     """Only the tokenizer side of ``spec`` (no weights): what ``render-prompt --token-ids`` audits."""
     from transformers import AutoTokenizer
@@ -231,5 +255,13 @@ def load_guard(spec: ModelSpec, settings: Settings) -> LoadedGuard:
     model.to(device).eval().requires_grad_(False)
     tokens = resolve_tokens(tokenizer, prompt_format)
     name = f"{generation.value} @ {source}" + (f" + {spec.adapter}" if spec.adapter else "")
-    log.info("guard_loaded", model=name, device=str(device), dtype=str(dtype), unsafe_id=tokens.unsafe_id)
-    return LoadedGuard(model, tokens, prompt_format, name, device, dtype)
+    calibration = load_calibration(spec, source)
+    log.info(
+        "guard_loaded",
+        model=name,
+        device=str(device),
+        dtype=str(dtype),
+        unsafe_id=tokens.unsafe_id,
+        calibrated=not calibration.is_identity,
+    )
+    return LoadedGuard(model, tokens, prompt_format, name, device, dtype, calibration)

@@ -143,7 +143,9 @@ class GuardScorer:
         self.computed_tokens += sum(len(s) for s in suffixes)
         scores = next_token_probs(model, hidden)[:, self.tokens.unsafe_id].tolist()
         for i, (row, score) in enumerate(zip(rows, scores, strict=True)):
-            row.score = min(max(float(score), 0.0), 1.0)
+            # The one place a score is made: calibration (identity for most checkpoints) applies to the
+            # overall and the 1-vs-all category rows alike, before decode thresholds read it.
+            row.score = self.guard.calibration.apply(min(max(float(score), 0.0), 1.0))
             if row.store_upto > row.match.length:
                 new = state.new_layers(i, row.store_upto - row.match.length)
                 self.cache.insert(row.key, row.ids[: row.store_upto], row.match.length, new)
