@@ -77,10 +77,11 @@ def test_marker_block_is_read_and_a_broken_one_fails_loudly(tmp_path: Path) -> N
         load_calibration(spec, tmp_path)
 
 
-def test_shipped_default_marker_is_a_valid_calibration() -> None:
+def test_shipped_default_scores_uncalibrated() -> None:
+    """The measured calibration of the bare default is not shipped (EVALUATION.md): identity, unless a
+    marker written by ``guardstream eval calibrate --write`` is valid."""
     from workers.guard.loading import DEFAULT_ADAPTER
 
     cal = load_calibration(ModelSpec(), DEFAULT_ADAPTER)
     marker = DEFAULT_ADAPTER / MARKER_FILE
-    if marker.is_file():
-        assert not cal.is_identity and cal.fitted_on and cal.command
+    assert cal.is_identity or (marker.is_file() and cal.fitted_on and cal.command)
