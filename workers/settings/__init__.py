@@ -1,40 +1,28 @@
 """The one configuration object. Every field reads ``GUARDSTREAM_<FIELD>`` from the environment.
 
 Nothing else in guardstream reads ``os.environ``: pass a ``Settings`` (or ``get_settings()``) down.
+
+The fields are declared in groups: the connection ones (services, Kafka/Redis TLS and SASL, the secured
+dev stack) in :mod:`workers.settings.connections`, a model pool in :mod:`workers.settings.model_spec`,
+the rest here. ``Settings`` is one frozen pydantic-settings object; import everything from here.
 """
 
 from __future__ import annotations
 
 import os
 from functools import cache
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.taxonomy import Generation
+from workers.settings.connections import SECRET_FIELDS, ConnectionSettings
+from workers.settings.model_spec import ModelSpec
+
+__all__ = ["SECRET_FIELDS", "ConnectionSettings", "ModelSpec", "Settings", "get_settings"]
 
 
-class ModelSpec(BaseModel):
-    """One model pool: a checkpoint and how many replicas serve it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    path: Path | None = Field(
-        default=None, description="HF checkpoint dir or .gguf file; None: the shipped default model."
-    )
-    adapter: Path | None = Field(default=None, description="LoRA adapter dir (peft) applied on top of path.")
-    prompt_format: Generation | None = Field(
-        default=None,
-        description="Llama Guard prompt format; None: inferred from the checkpoint, else an error.",
-    )
-    replicas: int = Field(default=1, ge=1, le=64, description="GuardReplica actors in this pool.")
-    num_gpus: float = Field(default=0.0, ge=0.0, le=8.0, description="GPUs per replica (0 on CPU).")
-    num_cpus: float = Field(default=0.5, gt=0.0, le=64.0, description="CPUs reserved per replica.")
-
-
-class Settings(BaseSettings):
+class Settings(ConnectionSettings, BaseSettings):
     """guardstream's configuration, frozen once read."""
 
     model_config = SettingsConfigDict(
@@ -43,93 +31,6 @@ class Settings(BaseSettings):
         extra="ignore",
         # A validation error must never echo what it was given: that could be a password.
         hide_input_in_errors=True,
-    )
-
-    # --- services -------------------------------------------------------------------------------------
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
-    )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
-        repr=False,
-        description="Redis holding tenant policies; rediss:// for TLS. Put a password in redis_password, "
-        "not here (guardstream redacts URLs it prints, but the URL is not a SecretStr).",
-    )
-    redis_timeout_s: float = Field(
-        default=1.0, gt=0, le=30, description="Redis connect/read timeout; an outage must not stall workers."
-    )
-    ray_address: str | None = Field(default=None, description="Join this Ray cluster; None: local ray.init.")
-    state_dir: Path = Field(
-        default=Path(".state"), description="Where infra/ keeps Kafka/Redis data and logs."
-    )
-    kafka_heap: str = Field(default="512m", description="Max heap for the local dev broker.")
-    kafka_controller_port: int = Field(
-        default=9093, ge=1, le=65535, description="KRaft controller port of the local dev broker."
-    )
-    infra_start_timeout_s: float = Field(
-        default=90.0, gt=0, le=900, description="How long `infra up` waits for each service to answer."
-    )
-
-    # --- Kafka security (names follow kafka-python's own client options) -------------------------------
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="How every Kafka client connects; managed clusters want SASL_SSL."
-    )
-    kafka_sasl_mechanism: (
-        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"] | None
-    ) = Field(default=None, description="SASL mechanism; required with SASL_* protocols.")
-    kafka_sasl_username: str | None = Field(default=None, description="SASL user (PLAIN and SCRAM).")
-    kafka_sasl_password: SecretStr | None = Field(
-        default=None, description="SASL password (PLAIN and SCRAM); never logged or printed."
-    )
-    kafka_sasl_password_file: Path | None = Field(
-        default=None, description="File holding kafka_sasl_password (a mounted Secret); read at start."
-    )
-    kafka_sasl_oauth_token_provider: str | None = Field(
-        default=None,
-        description="OAUTHBEARER: import path `module:attr` of a kafka-python AbstractTokenProvider class "
-        "or a zero-argument factory returning one.",
-    )
-    kafka_ssl_cafile: Path | None = Field(
-        default=None, description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL)."
-    )
-    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mutual TLS).")
-    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM client private key (mutual TLS).")
-    kafka_ssl_password: SecretStr | None = Field(
-        default=None, description="Password of an encrypted kafka_ssl_keyfile."
-    )
-    kafka_ssl_password_file: Path | None = Field(default=None, description="File holding kafka_ssl_password.")
-    kafka_ssl_check_hostname: bool = Field(
-        default=True, description="Check that the broker certificate names the host; off only in labs."
-    )
-
-    # --- Redis security (TLS is the rediss:// scheme of redis_url) ------------------------------------
-    redis_username: str | None = Field(
-        default=None, description="Redis ACL user (overrides one in redis_url); stream workers: read-only."
-    )
-    redis_password: SecretStr | None = Field(
-        default=None, description="Redis ACL password (overrides one in redis_url); never logged or printed."
-    )
-    redis_password_file: Path | None = Field(default=None, description="File holding redis_password.")
-    redis_ssl_cafile: Path | None = Field(default=None, description="PEM CA of the Redis server (rediss://).")
-    redis_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (rediss://).")
-    redis_ssl_keyfile: Path | None = Field(default=None, description="PEM client private key (rediss://).")
-    redis_ssl_check_hostname: bool = Field(
-        default=True, description="Check that the Redis certificate names the host (rediss://)."
-    )
-
-    # --- local secured stack (`guardstream infra up --secure`) ----------------------------------------
-    infra_secure: bool = Field(
-        default=False,
-        description="`infra up` starts the secured dev stack (SASL_SSL broker, TLS+ACL Redis) instead.",
-    )
-    infra_secure_kafka_port: int = Field(
-        default=9094, ge=1, le=65535, description="SASL_SSL listener port of the secured dev broker."
-    )
-    infra_secure_controller_port: int = Field(
-        default=9095, ge=1, le=65535, description="KRaft controller port of the secured dev broker."
-    )
-    infra_secure_redis_port: int = Field(
-        default=6380, ge=1, le=65535, description="TLS port of the secured dev Redis."
     )
 
     # --- tenant isolation -----------------------------------------------------------------------------
@@ -298,49 +199,6 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------------------
     log_format: Literal["json", "console"] = Field(default="json", description="json in production.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_from_files(cls, data: Any) -> Any:
-        """``X_FILE`` fills the secret ``X`` from a file (a mounted Kubernetes Secret), trailing newline cut.
-
-        A set ``X`` wins over its file. An unreadable file is an error naming the path, never a content.
-        """
-        if not isinstance(data, dict):
-            return data
-        for name in SECRET_FIELDS:
-            path = data.get(f"{name}_file")
-            if path and not data.get(name):
-                try:
-                    data[name] = Path(path).read_text().rstrip("\r\n")
-                except OSError as exc:
-                    raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
-        return data
-
-    @model_validator(mode="after")
-    def _check_security(self) -> Settings:
-        """Combinations kafka-python would only reject at the first connect, long after start-up."""
-        sasl = self.kafka_security_protocol.startswith("SASL_")
-        if sasl and self.kafka_sasl_mechanism is None:
-            raise ValueError(
-                f"kafka_security_protocol={self.kafka_security_protocol} needs kafka_sasl_mechanism"
-            )
-        password_sasl = self.kafka_sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
-        if sasl and password_sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
-            raise ValueError(
-                f"kafka_sasl_mechanism={self.kafka_sasl_mechanism} needs kafka_sasl_username and "
-                "kafka_sasl_password (or kafka_sasl_password_file)"
-            )
-        if sasl and self.kafka_sasl_mechanism == "OAUTHBEARER" and not self.kafka_sasl_oauth_token_provider:
-            raise ValueError("kafka_sasl_mechanism=OAUTHBEARER needs kafka_sasl_oauth_token_provider")
-        redis_tls = any((self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile))
-        if redis_tls and not self.redis_url.startswith("rediss://"):
-            raise ValueError("redis_ssl_* settings need a rediss:// redis_url (TLS)")
-        return self
-
-
-SECRET_FIELDS: tuple[str, ...] = ("kafka_sasl_password", "kafka_ssl_password", "redis_password")
-"""Secrets: each may also come from ``GUARDSTREAM_<NAME>_FILE`` or ``<secrets dir>/guardstream_<name>``."""
 
 
 @cache
