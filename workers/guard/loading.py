@@ -40,7 +40,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PROMPT_FORMAT = Generation.LG3
 """The default model is a small chat model, not a guard; it is prompted like Llama-Guard-3-8B."""
 MARKER_FILE = "guardstream.json"
-DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-guard-lg3"
+DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapters" / "smollm2-guard-lg3"
 """Where guardstream's LoRA for the default model lives (its MODEL_CARD.md); used when path and adapter are
 unset and the directory holds an ``adapter_config.json`` (it ships empty while no adapter beats the base)."""
 
