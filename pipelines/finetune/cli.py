@@ -144,7 +144,13 @@ def run_finetune(
     from pipelines.finetune.train import encode_example, train, wrap_lora
     from schemas.taxonomy import Generation, Taxonomy
     from workers.guard.formats import get_format
-    from workers.guard.loading import checkpoint_dir, default_model_path, infer_prompt_format, pick_device
+    from workers.guard.loading import (
+        checkpoint_dir,
+        default_model_path,
+        infer_prompt_format,
+        pick_device,
+        quiet_transformers,
+    )
     from workers.guard.tokens import resolve_tokens
     from workers.logging import get_logger
     from workers.settings import ModelSpec, get_settings
@@ -174,6 +180,7 @@ def run_finetune(
         examples = dedupe(examples)
     examples = examples[:max_examples]
     directory = checkpoint_dir(source, settings)
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     tokens = resolve_tokens(tokenizer, fmt)
     torch.manual_seed(config.seed)

@@ -16,6 +16,8 @@ call decodes in one loop: each step is a pass over every weight however few rows
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +33,25 @@ def _decoder(model: Any) -> Any:
     return model.get_decoder()
 
 
+def _run(model: Any, cache: DynamicCache, **inputs: Any) -> Any:
+    """The decoder on ``inputs`` continuing ``cache``, under whichever name this transformers gives the cache.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` and warns on the old name (a FutureWarning on
+    every forward would break every command's output); older releases only know ``past_key_values``.
+    """
+    decoder = _decoder(model)
+    return decoder(**inputs, **{_cache_name(type(decoder)): cache}, use_cache=True)
+
+
+@functools.cache
+def _cache_name(decoder_type: type) -> str:
+    return "cache" if "cache" in inspect.signature(decoder_type.forward).parameters else "past_key_values"
+
+
 def compute_prefix(model: Any, ids: Sequence[int], device: torch.device) -> KV:
     """Run ``ids`` alone and keep their keys/values, detached from the cache object that produced them."""
     cache = DynamicCache(config=model.config)
-    _decoder(model)(input_ids=torch.tensor([list(ids)], device=device), past_key_values=cache, use_cache=True)
+    _run(model, cache, input_ids=torch.tensor([list(ids)], device=device))
     return tuple((layer.keys, layer.values) for layer in cache.layers)  # type: ignore[union-attr, misc]
 
 
@@ -158,13 +175,7 @@ def forward_suffixes(
     else:
         expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in past.layers]
         cache = DynamicCache(ddp_cache_data=expanded, config=model.config)
-    out = _decoder(model)(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    )
+    out = _run(model, cache, input_ids=input_ids, attention_mask=mask, position_ids=positions)
     last = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
     return last, BatchState(cache, mask, past_lengths + lengths, past_width)
 
@@ -191,12 +202,8 @@ def greedy_continue(
     generated: list[list[int]] = [[] for _ in range(rows)]
     for _ in range(max_new_tokens):
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
-        out = _decoder(model)(
-            input_ids=current[:, None],
-            attention_mask=mask,
-            position_ids=pos[:, None],
-            past_key_values=state.cache,
-            use_cache=True,
+        out = _run(
+            model, state.cache, input_ids=current[:, None], attention_mask=mask, position_ids=pos[:, None]
         )
         logits = model.get_output_embeddings()(out.last_hidden_state[:, -1])
         current = logits.argmax(dim=-1)

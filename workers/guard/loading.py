@@ -141,6 +141,13 @@ def infer_prompt_format(spec: ModelSpec, checkpoint: Path) -> Generation:
     )
 
 
+def quiet_transformers() -> None:
+    """No per-tensor "Loading weights" progress bar: it would break every command's live output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _gguf_cache_dir(gguf: Path, settings: Settings) -> Path:
     stat = gguf.stat()
     digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -152,6 +159,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("gguf_converting", gguf=str(gguf), cache=str(target))
+    quiet_transformers()
     kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
@@ -188,6 +196,7 @@ def _load_weights(directory: Path, adapter: Path | None, dtype: torch.dtype) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer_dir = adapter if adapter and (adapter / "tokenizer_config.json").is_file() else directory
+    quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)

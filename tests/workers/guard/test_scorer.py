@@ -209,3 +209,17 @@ def test_default_model_parity() -> None:
     guard = load_guard(ModelSpec(), settings)
     requests = _requests(Taxonomy(generation=Generation.LG3))
     _check(guard, requests, GuardScorer(guard, settings).score(requests), max_new=4)
+
+
+def test_loading_scoring_and_decoding_emit_no_warnings(
+    tiny_guard_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Every command prints scores; a library FutureWarning (transformers 5 renamed the cache argument)
+    on each forward would break that output, so load, score and decode categories must stay silent."""
+    import warnings
+
+    warnings.simplefilter("always")
+    settings = Settings(device="cpu", max_category_tokens=4)
+    guard = load_guard(ModelSpec(path=tiny_guard_path), settings)
+    GuardScorer(guard, settings).score(_requests(Taxonomy(generation=Generation.LG3)))
+    assert [f"{w.category.__name__}: {w.message}" for w in recwarn.list] == []
