@@ -16,7 +16,6 @@ call decodes in one loop: each step is a pass over every weight however few rows
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +42,14 @@ def _run(model: Any, cache: DynamicCache, **inputs: Any) -> Any:
     return decoder(**inputs, **{_cache_name(type(decoder)): cache}, use_cache=True)
 
 
-@functools.cache
-def _cache_name(decoder_type: type) -> str:
-    return "cache" if "cache" in inspect.signature(decoder_type.forward).parameters else "past_key_values"
+_CACHE_NAMES: dict[type, str] = {}
+
+
+def _cache_name(decoder_type: Any) -> str:
+    if decoder_type not in _CACHE_NAMES:
+        names = inspect.signature(decoder_type.forward).parameters
+        _CACHE_NAMES[decoder_type] = "cache" if "cache" in names else "past_key_values"
+    return _CACHE_NAMES[decoder_type]
 
 
 def compute_prefix(model: Any, ids: Sequence[int], device: torch.device) -> KV:
