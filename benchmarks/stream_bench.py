@@ -1,0 +1,341 @@
+"""The incremental replay through the real stream: ``guardstream stream`` against (c) in-process, one run.
+
+    .venv/bin/python benchmarks/stream_bench.py [--conversations 5] [--batch 16] [--stream-share 0.34]
+                                                [--torch-threads N] [--quick] [--json FILE]
+
+Needs the local Kafka and Redis (``python -m infra.local up``). The events are the incremental benchmark's
+replay (``incremental_bench.replay``: HH conversations with >= 4 turns, each user turn on the prompt side,
+each assistant turn on the response side, a share of the replies streamed as ``partial`` 16-token chunks,
+conversations interleaved), written as ``ConversationEvent`` JSON under two tenants whose policies (the
+custom three-category taxonomy, Llama Guard 3's default) are stored in Redis. Same model, same settings,
+same requests (``decision.build_request`` of each event under its policy) on both paths:
+
+  (c) in-process: ``GuardScorer`` on batches of ``--batch`` events in replay order, fresh KV tree; run
+      before *and* after the stream (the machine may be shared: the two runs bracket the stream's).
+  stream: ``guardstream stream`` as a subprocess on fresh topics and consumer group; once ``/readyz`` says
+      ready, every event is produced keyed ``tenant:conversation`` and the clock runs from the first send
+      to the last verdict read back from the verdict topic. Cache counters come from its ``/metrics``.
+
+Figures: events/s of each, the stream's ratio to the mean of the two in-process runs (the issue's target:
+within 15 %), tokens hit/run, forward batch sizes, and the largest score difference between the verdicts
+and the in-process scores. Writes ``benchmarks/results/<device>-<date>-stream.json`` (``--quick``:
+``...-stream-quick.json``, git-ignored) and with ``--json FILE`` the same record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from incremental_bench import replay
+from score_bench import CUSTOM, ROOT, device_label, run_meta
+
+from schemas.events import ConversationEvent
+from schemas.policy import TenantPolicy
+from schemas.taxonomy import Generation, Taxonomy
+from workers.clients import kafka as kafka_clients
+from workers.decision import build_request
+from workers.engine import ScoreRequest
+from workers.guard.loading import LoadedGuard, load_guard
+from workers.guard.scorer import GuardScorer
+from workers.policies.redis_store import RedisPolicyStore
+from workers.settings import ModelSpec, Settings
+
+TENANTS = {"tenant0": CUSTOM, "tenant1": Taxonomy(generation=Generation.LG3)}
+"""The replay's tenants and taxonomies (``incremental_bench.conversation_events`` alternates them)."""
+
+
+def events_of(guard: LoadedGuard, data: Path, conversations: int, share: float) -> list[ConversationEvent]:
+    """The replay as wire events: a streamed chunk is ``partial`` with the reply's ``response_id``."""
+    out = []
+    for request, position in replay(guard, data, conversations, share):
+        conversation = request.request_id.split("-")[0]
+        partial = position > 0
+        out.append(
+            ConversationEvent(
+                event_id=request.request_id,
+                tenant_id=str(request.cache_scope),
+                conversation_id=conversation,
+                messages=list(request.messages),
+                classify=request.side,
+                partial=partial,
+                response_id=f"{conversation}-r{len(request.messages)}" if partial else None,
+            )
+        )
+    return out
+
+
+def in_process(
+    guard: LoadedGuard, settings: Settings, requests: list[ScoreRequest], batch: int
+) -> dict[str, Any]:
+    """(c): a fresh scorer over the requests in replay order, ``batch`` at a time."""
+    scorer = GuardScorer(guard, settings)
+    scores: dict[str, float] = {}
+    load = psutil.getloadavg()[0]
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for i in range(0, len(requests), batch):
+            for result in scorer.score(requests[i : i + batch]):
+                scores[result.request_id] = result.score
+        wall = time.perf_counter() - start
+    return {
+        "events": len(requests),
+        "seconds": wall,
+        "events_per_s": len(requests) / wall,
+        "tokens_per_event": scorer.computed_tokens / len(requests),
+        "cache_hit_ratio": scorer.cache.hit_ratio,
+        "load_average_before": load,
+        "scores": scores,
+    }
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def _metric(text: str, name: str) -> float:
+    """Sum of a metric's samples over all label sets in a Prometheus text exposition."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in {"{", " "}
+    )
+
+
+class StreamRun:
+    """``guardstream stream`` in a subprocess on topics and a group of its own."""
+
+    def __init__(self, settings: Settings, run_id: str, spec: ModelSpec) -> None:
+        self.settings = settings.model_copy(
+            update={
+                "input_topic": f"bench.{run_id}.in",
+                "verdict_topic": f"bench.{run_id}.verdicts",
+                "dlq_topic": f"bench.{run_id}.dlq",
+                "consumer_group": f"bench-{run_id}",
+            }
+        )
+        env = {
+            **os.environ,
+            "GUARDSTREAM_INPUT_TOPIC": self.settings.input_topic,
+            "GUARDSTREAM_VERDICT_TOPIC": self.settings.verdict_topic,
+            "GUARDSTREAM_DLQ_TOPIC": self.settings.dlq_topic,
+            "GUARDSTREAM_CONSUMER_GROUP": self.settings.consumer_group,
+            "GUARDSTREAM_MODELS": json.dumps({"default": spec.model_dump(mode="json", exclude_none=True)}),
+            "GUARDSTREAM_LOG_LEVEL": "warning",
+        }
+        self.base = f"http://127.0.0.1:{self.settings.metrics_port}"
+        command = [sys.executable, "-c", "from pipelines.cli import main; main()", "stream"]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout_s: float) -> float:
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout_s:
+            if self.process.poll() is not None:
+                raise SystemExit(f"guardstream stream exited with {self.process.returncode} before ready")
+            if _get(self.base + "/readyz")[0] == 200:
+                return time.perf_counter() - start
+            time.sleep(0.5)
+        raise SystemExit(f"guardstream stream not ready after {timeout_s:.0f}s")
+
+    def replay(self, events: list[ConversationEvent], timeout_s: float) -> dict[str, Any]:
+        """Produce every event, read back one output per event; the clock runs send-first to read-last."""
+        reader = kafka_clients.reader(self.settings, auto_offset_reset="earliest")
+        reader.subscribe([self.settings.verdict_topic, self.settings.dlq_topic])
+        reader.poll(timeout_ms=1000)  # join: the assignment, before anything is produced
+        producer = kafka_clients.producer(self.settings, client_id="stream-bench")
+        load = psutil.getloadavg()[0]
+        start = time.perf_counter()
+        for event in events:
+            producer.send(self.settings.input_topic, event.model_dump_json().encode(), key=event.key.encode())
+        producer.flush()
+        scores: dict[str, float] = {}
+        dead = 0
+        last = start
+        while len(scores) + dead < len(events) and time.perf_counter() - start < timeout_s:
+            for records in reader.poll(timeout_ms=200).values():
+                for record in records:
+                    last = time.perf_counter()
+                    body = json.loads(record.value)
+                    if record.topic == self.settings.dlq_topic:
+                        dead += 1
+                    elif body.get("score") is not None:
+                        scores[body["event_id"]] = float(body["score"])
+        seconds = last - start
+        producer.close()
+        reader.close()
+        time.sleep(self.settings.metrics_refresh_s + 1)  # the driver's next collection holds the last forward
+        text = _get(self.base + "/metrics")[1]
+        hits = _metric(text, "guardstream_prefix_cache_hits_total")
+        misses = _metric(text, "guardstream_prefix_cache_misses_total")
+        return {
+            "events": len(events),
+            "verdicts": len(scores),
+            "dead_letters": dead,
+            "seconds": seconds,
+            "events_per_s": (len(scores) + dead) / seconds if seconds else 0.0,
+            "cache_hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+            "cache_mib_at_end": _metric(text, "guardstream_prefix_cache_bytes") / 2**20,
+            "forward_batches": _metric(text, "guardstream_batch_size_count"),
+            "mean_forward_batch": _metric(text, "guardstream_batch_size_sum")
+            / max(1.0, _metric(text, "guardstream_batch_size_count")),
+            "load_average_before": load,
+            "scores": scores,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """SIGINT: the stream drains and prints its JSON report."""
+        self.process.send_signal(signal.SIGINT)
+        out, _ = self.process.communicate(timeout=180)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {"returncode": self.process.returncode}
+
+
+def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
+    return max((abs(a[k] - b[k]) for k in a.keys() & b.keys()), default=float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--conversations", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=16, help="(c)'s batch; the stream uses its settings.")
+    parser.add_argument("--stream-share", type=float, default=0.34, help="Assistant turns also streamed.")
+    parser.add_argument("--model", type=Path, default=None, help="Default: the shipped SmolLM2-135M.")
+    parser.add_argument("--prompt-format", default=None)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="The replica's (ModelSpec.torch_threads); default: "
+        "this process's torch threads, so both paths run the model on the same cores.",
+    )
+    parser.add_argument("--quick", action="store_true", help="3 conversations.")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds for the stream's replay.")
+    parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    args = parser.parse_args()
+    if args.quick:
+        args.conversations = 3
+    settings = Settings()
+    spec = ModelSpec(
+        path=args.model,
+        prompt_format=args.prompt_format,
+        torch_threads=args.torch_threads or torch.get_num_threads(),
+    )
+    guard = load_guard(spec, settings)
+    events = events_of(guard, args.data_dir, args.conversations, args.stream_share)
+    policies = {t: TenantPolicy(tenant_id=t, taxonomy=tax) for t, tax in TENANTS.items()}
+    with RedisPolicyStore(settings) as store:
+        for policy in policies.values():
+            store.put(policy)
+    requests = [build_request(e, policies[e.tenant_id]) for e in events]
+    with torch.inference_mode():
+        GuardScorer(guard, settings).score(requests[:2])  # warm-up: first-call allocations
+    print(f"{len(events)} events; (c) in-process, first run", flush=True)
+    before = in_process(guard, settings, requests, args.batch)
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    stream = StreamRun(settings, run_id, spec)
+    try:
+        ready_s = stream.wait_ready(900)
+        print(f"stream ready after {ready_s:.0f}s; replaying", flush=True)
+        through = stream.replay(events, args.timeout)
+    finally:
+        report = stream.stop()
+    print("(c) in-process, second run", flush=True)
+    after = in_process(guard, settings, requests, args.batch)
+    summarise(args, guard, settings, spec, before, through, after, report, ready_s)
+
+
+def summarise(
+    args: argparse.Namespace,
+    guard: LoadedGuard,
+    settings: Settings,
+    spec: ModelSpec,
+    before: dict[str, Any],
+    through: dict[str, Any],
+    after: dict[str, Any],
+    report: dict[str, Any],
+    ready_s: float,
+) -> None:
+    inproc = (before["events_per_s"] + after["events_per_s"]) / 2
+    ratio = through["events_per_s"] / inproc
+    diffs = {
+        "stream_vs_in_process": max_diff(through["scores"], before["scores"]),
+        "in_process_runs": max_diff(before["scores"], after["scores"]),
+    }
+    print(
+        f"\nmodel {guard.name} on {guard.device} ({guard.dtype}), {through['events']} events from "
+        f"{args.conversations} conversations; torch threads: in-process {torch.get_num_threads()}, "
+        f"replica {spec.torch_threads}; load average now {psutil.getloadavg()[0]:.1f}"
+    )
+    print(f"{'path':<22} {'events/s':>9} {'seconds':>8} {'hit':>5} {'load before':>11}")
+    for name, row in (("(c) in-process, 1st", before), ("stream", through), ("(c) in-process, 2nd", after)):
+        print(
+            f"{name:<22} {row['events_per_s']:9.3f} {row['seconds']:8.1f} {row['cache_hit_ratio']:5.2f} "
+            f"{row['load_average_before']:11.1f}"
+        )
+    print(
+        f"stream / mean (c) = {ratio:.2f} (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}); "
+        f"{through['verdicts']} verdicts, {through['dead_letters']} dead letters, "
+        f"{through['forward_batches']:.0f} replica forwards of {through['mean_forward_batch']:.1f} requests; "
+        f"max |score stream - score (c)| = {diffs['stream_vs_in_process']:.1e}"
+    )
+    strip = {k: v for k, v in through.items() if k != "scores"}
+    record = {
+        "guardstream": {
+            "events_per_s": inproc,
+            "runs": [{k: v for k, v in r.items() if k != "scores"} for r in (before, after)],
+            "max_abs_score_diff_between_runs": diffs["in_process_runs"],
+        },
+        "stream": {
+            **strip,
+            "vs_in_process": ratio,
+            "max_abs_score_diff": diffs["stream_vs_in_process"],
+            "ready_after_s": ready_s,
+            "report": report,
+        },
+        "meta": {
+            **run_meta(guard),
+            "conversations": args.conversations,
+            "stream_share": args.stream_share,
+            "batch": args.batch,
+            "stream_batch_size": settings.batch_size,
+            "replica_max_batch": settings.replica_max_batch,
+            "replica_torch_threads": spec.torch_threads,
+            "kv_cache_mb": settings.kv_cache_mb,
+            "quick": args.quick,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    }
+    suffix = "-stream-quick" if args.quick else "-stream"
+    out = (
+        ROOT
+        / "benchmarks"
+        / "results"
+        / f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
+    )
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
