@@ -31,6 +31,6 @@ class ModelSpec(BaseModel):
         le=256,
         description="Torch CPU threads per replica; None: Ray's default, int(num_cpus) but at least 1 (so 1 "
         "for the default 0.5). Set it to the cores a CPU replica may really use when its reservation is "
-        "smaller: a stream worker beside it mostly waits on it, and one thread on a 2-core machine halves "
-        "the replica's speed (BENCHMARKS.md, stream).",
+        "smaller: a stream worker beside it mostly waits on it, and one thread on a 2-core machine is half "
+        "of the cores (BENCHMARKS.md, stream).",
     )
