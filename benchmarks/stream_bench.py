@@ -1,7 +1,7 @@
 """The incremental replay through the real stream: ``guardstream stream`` against (c) in-process, one run.
 
-    .venv/bin/python benchmarks/stream_bench.py [--conversations 5] [--batch 16] [--stream-share 0.34]
-                                                [--torch-threads N] [--quick] [--json FILE]
+    .venv/bin/python benchmarks/stream_bench.py [--conversations 3] [--batch 16] [--stream-share 0.34]
+                                                [--rounds 3] [--torch-threads N] [--quick] [--json FILE]
 
 Needs the local Kafka and Redis (``python -m infra.local up``). The events are the incremental benchmark's
 replay (``incremental_bench.replay``: HH conversations with >= 4 turns, each user turn on the prompt side,
@@ -10,16 +10,17 @@ conversations interleaved), written as ``ConversationEvent`` JSON under two tena
 custom three-category taxonomy, Llama Guard 3's default) are stored in Redis. Same model, same settings,
 same requests (``decision.build_request`` of each event under its policy) on both paths:
 
-  (c) in-process: ``GuardScorer`` on batches of ``--batch`` events in replay order, fresh KV tree; run
-      before *and* after the stream (the machine may be shared: the two runs bracket the stream's).
+  (c) in-process: ``GuardScorer`` on batches of ``--batch`` events in replay order, fresh KV tree.
   stream: ``guardstream stream`` as a subprocess on fresh topics and consumer group; once ``/readyz`` says
       ready, every event is produced keyed ``tenant:conversation`` and the clock runs from the first send
       to the last verdict read back from the verdict topic. Cache counters come from its ``/metrics``.
 
-Figures: events/s of each, the stream's ratio to the mean of the two in-process runs (the issue's target:
-within 15 %), tokens hit/run, forward batch sizes, and the largest score difference between the verdicts
-and the in-process scores. Writes ``benchmarks/results/<device>-<date>-stream.json`` (``--quick``:
-``...-stream-quick.json``, git-ignored) and with ``--json FILE`` the same record.
+Both paths run ``--rounds`` times, alternating which goes first, each round on tenants of its own (a
+cold cache); the stream stays up between rounds. Figures: events/s per round and over all rounds, the
+stream's ratio to (c) (the issue's target: within 15 %), tokens hit/run, forward batch sizes, and the
+largest score difference between the verdicts and the in-process scores. Writes
+``benchmarks/results/<device>-<date>-stream.json`` (``--quick``: ``...-stream-quick.json``, git-ignored)
+and with ``--json FILE`` the same record.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 import psutil
 import torch
 from incremental_bench import replay
-from score_bench import CUSTOM, ROOT, device_label, run_meta
+from score_bench import CUSTOM, ROOT, run_meta, write_record
 
 from schemas.events import ConversationEvent
 from schemas.policy import TenantPolicy
@@ -57,16 +58,19 @@ TENANTS = {"tenant0": CUSTOM, "tenant1": Taxonomy(generation=Generation.LG3)}
 """The replay's tenants and taxonomies (``incremental_bench.conversation_events`` alternates them)."""
 
 
-def events_of(guard: LoadedGuard, data: Path, conversations: int, share: float) -> list[ConversationEvent]:
-    """The replay as wire events: a streamed chunk is ``partial`` with the reply's ``response_id``."""
+def events_of(
+    guard: LoadedGuard, data: Path, conversations: int, share: float, round_: int
+) -> list[ConversationEvent]:
+    """The replay as wire events: a streamed chunk is ``partial`` with the reply's ``response_id``. Each
+    round has tenants of its own (``tenant0-r1``...), so it starts on a cold cache on both paths."""
     out = []
     for request, position in replay(guard, data, conversations, share):
         conversation = request.request_id.split("-")[0]
         partial = position > 0
         out.append(
             ConversationEvent(
-                event_id=request.request_id,
-                tenant_id=str(request.cache_scope),
+                event_id=f"r{round_}-{request.request_id}",
+                tenant_id=f"{request.cache_scope}-r{round_}",
                 conversation_id=conversation,
                 messages=list(request.messages),
                 classify=request.side,
@@ -157,6 +161,7 @@ class StreamRun:
 
     def replay(self, events: list[ConversationEvent], timeout_s: float) -> dict[str, Any]:
         """Produce every event, read back one output per event; the clock runs send-first to read-last."""
+        wanted = {e.event_id for e in events}
         reader = kafka_clients.reader(self.settings, auto_offset_reset="earliest")
         reader.subscribe([self.settings.verdict_topic, self.settings.dlq_topic])
         reader.poll(timeout_ms=1000)  # join: the assignment, before anything is produced
@@ -172,12 +177,14 @@ class StreamRun:
         while len(scores) + dead < len(events) and time.perf_counter() - start < timeout_s:
             for records in reader.poll(timeout_ms=200).values():
                 for record in records:
-                    last = time.perf_counter()
                     body = json.loads(record.value)
+                    if body.get("event_id") not in wanted:
+                        continue  # an earlier round's
                     if record.topic == self.settings.dlq_topic:
                         dead += 1
                     elif body.get("score") is not None:
                         scores[body["event_id"]] = float(body["score"])
+                    last = time.perf_counter()
         seconds = last - start
         producer.close()
         reader.close()
@@ -215,7 +222,8 @@ def max_diff(a: dict[str, float], b: dict[str, float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--conversations", type=int, default=5)
+    parser.add_argument("--conversations", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="(c) and stream alternate, this many each.")
     parser.add_argument("--batch", type=int, default=16, help="(c)'s batch; the stream uses its settings.")
     parser.add_argument("--stream-share", type=float, default=0.34, help="Assistant turns also streamed.")
     parser.add_argument("--model", type=Path, default=None, help="Default: the shipped SmolLM2-135M.")
@@ -227,12 +235,12 @@ def main() -> None:
         help="The replica's (ModelSpec.torch_threads); default: "
         "this process's torch threads, so both paths run the model on the same cores.",
     )
-    parser.add_argument("--quick", action="store_true", help="3 conversations.")
+    parser.add_argument("--quick", action="store_true", help="2 conversations, 2 rounds.")
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds for the stream's replay.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     if args.quick:
-        args.conversations = 3
+        args.conversations, args.rounds = 2, 2
     settings = Settings()
     spec = ModelSpec(
         path=args.model,
@@ -240,27 +248,42 @@ def main() -> None:
         torch_threads=args.torch_threads or torch.get_num_threads(),
     )
     guard = load_guard(spec, settings)
-    events = events_of(guard, args.data_dir, args.conversations, args.stream_share)
-    policies = {t: TenantPolicy(tenant_id=t, taxonomy=tax) for t, tax in TENANTS.items()}
+    rounds = [
+        events_of(guard, args.data_dir, args.conversations, args.stream_share, r) for r in range(args.rounds)
+    ]
+    policies = {
+        e.tenant_id: TenantPolicy(tenant_id=e.tenant_id, taxonomy=TENANTS[e.tenant_id.split("-")[0]])
+        for events in rounds
+        for e in events
+    }
     with RedisPolicyStore(settings) as store:
         for policy in policies.values():
             store.put(policy)
-    requests = [build_request(e, policies[e.tenant_id]) for e in events]
     with torch.inference_mode():
-        GuardScorer(guard, settings).score(requests[:2])  # warm-up: first-call allocations
-    print(f"{len(events)} events; (c) in-process, first run", flush=True)
-    before = in_process(guard, settings, requests, args.batch)
-    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    stream = StreamRun(settings, run_id, spec)
+        GuardScorer(guard, settings).score([build_request(e, policies[e.tenant_id]) for e in rounds[0][:2]])
+    stream = StreamRun(settings, datetime.now(UTC).strftime("%Y%m%d%H%M%S"), spec)
+    runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "stream": []}
     try:
         ready_s = stream.wait_ready(900)
-        print(f"stream ready after {ready_s:.0f}s; replaying", flush=True)
-        through = stream.replay(events, args.timeout)
+        print(
+            f"stream ready after {ready_s:.0f}s; {args.rounds} rounds of {len(rounds[0])} events", flush=True
+        )
+        for r, events in enumerate(rounds):
+            requests = [build_request(e, policies[e.tenant_id]) for e in events]
+            for path in ("in_process", "stream") if r % 2 == 0 else ("stream", "in_process"):
+                if path == "stream":
+                    runs[path].append(stream.replay(events, args.timeout))
+                else:
+                    runs[path].append(in_process(guard, settings, requests, args.batch))
+                row = runs[path][-1]
+                print(f"round {r + 1} {path:<10} {row['events_per_s']:.3f} events/s", flush=True)
     finally:
         report = stream.stop()
-    print("(c) in-process, second run", flush=True)
-    after = in_process(guard, settings, requests, args.batch)
-    summarise(args, guard, settings, spec, before, through, after, report, ready_s)
+    summarise(args, guard, settings, spec, runs, report, ready_s)
+
+
+def _total(runs: list[dict[str, Any]]) -> float:
+    return sum(r["events"] for r in runs) / sum(r["seconds"] for r in runs)
 
 
 def summarise(
@@ -268,52 +291,57 @@ def summarise(
     guard: LoadedGuard,
     settings: Settings,
     spec: ModelSpec,
-    before: dict[str, Any],
-    through: dict[str, Any],
-    after: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
     report: dict[str, Any],
     ready_s: float,
 ) -> None:
-    inproc = (before["events_per_s"] + after["events_per_s"]) / 2
-    ratio = through["events_per_s"] / inproc
-    diffs = {
-        "stream_vs_in_process": max_diff(through["scores"], before["scores"]),
-        "in_process_runs": max_diff(before["scores"], after["scores"]),
-    }
-    print(
-        f"\nmodel {guard.name} on {guard.device} ({guard.dtype}), {through['events']} events from "
-        f"{args.conversations} conversations; torch threads: in-process {torch.get_num_threads()}, "
-        f"replica {spec.torch_threads}; load average now {psutil.getloadavg()[0]:.1f}"
+    inproc, through = _total(runs["in_process"]), _total(runs["stream"])
+    ratio = through / inproc
+    diff = max(
+        max_diff(s["scores"], c["scores"]) for s, c in zip(runs["stream"], runs["in_process"], strict=True)
     )
-    print(f"{'path':<22} {'events/s':>9} {'seconds':>8} {'hit':>5} {'load before':>11}")
-    for name, row in (("(c) in-process, 1st", before), ("stream", through), ("(c) in-process, 2nd", after)):
+    last = runs["stream"][-1]
+    print(
+        f"\nmodel {guard.name} on {guard.device} ({guard.dtype}), {args.rounds} rounds of "
+        f"{runs['stream'][0]['events']} events from {args.conversations} conversations; torch threads: "
+        f"in-process {torch.get_num_threads()}, replica {spec.torch_threads}; load average now "
+        f"{psutil.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'round':<6} {'(c) events/s':>12} {'stream events/s':>15} {'ratio':>6} {'load (c)':>8} "
+        f"{'load stream':>11}"
+    )
+    for r, (c, s) in enumerate(zip(runs["in_process"], runs["stream"], strict=True)):
         print(
-            f"{name:<22} {row['events_per_s']:9.3f} {row['seconds']:8.1f} {row['cache_hit_ratio']:5.2f} "
-            f"{row['load_average_before']:11.1f}"
+            f"{r + 1:<6} {c['events_per_s']:12.3f} {s['events_per_s']:15.3f} "
+            f"{s['events_per_s'] / c['events_per_s']:6.2f} {c['load_average_before']:8.1f} "
+            f"{s['load_average_before']:11.1f}"
         )
     print(
-        f"stream / mean (c) = {ratio:.2f} (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}); "
-        f"{through['verdicts']} verdicts, {through['dead_letters']} dead letters, "
-        f"{through['forward_batches']:.0f} replica forwards of {through['mean_forward_batch']:.1f} requests; "
-        f"max |score stream - score (c)| = {diffs['stream_vs_in_process']:.1e}"
+        f"all    {inproc:12.3f} {through:15.3f} {ratio:6.2f}   (events / seconds over all rounds)\n"
+        f"stream / (c) = {ratio:.2f} (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}); "
+        f"hit ratio (c) {runs['in_process'][-1]['cache_hit_ratio']:.2f}, "
+        f"stream {last['cache_hit_ratio']:.2f}; "
+        f"{last['forward_batches']:.0f} replica forwards of {last['mean_forward_batch']:.1f} requests; "
+        f"max |score stream - score (c)| = {diff:.1e}"
     )
-    strip = {k: v for k, v in through.items() if k != "scores"}
+    strip = [
+        [{k: v for k, v in r.items() if k != "scores"} for r in runs[p]] for p in ("in_process", "stream")
+    ]
     record = {
-        "guardstream": {
-            "events_per_s": inproc,
-            "runs": [{k: v for k, v in r.items() if k != "scores"} for r in (before, after)],
-            "max_abs_score_diff_between_runs": diffs["in_process_runs"],
-        },
+        "guardstream": {"events_per_s": inproc, "runs": strip[0]},
         "stream": {
-            **strip,
+            "events_per_s": through,
             "vs_in_process": ratio,
-            "max_abs_score_diff": diffs["stream_vs_in_process"],
+            "max_abs_score_diff": diff,
+            "runs": strip[1],
             "ready_after_s": ready_s,
             "report": report,
         },
         "meta": {
             **run_meta(guard),
             "conversations": args.conversations,
+            "rounds": args.rounds,
             "stream_share": args.stream_share,
             "batch": args.batch,
             "stream_batch_size": settings.batch_size,
@@ -325,15 +353,7 @@ def summarise(
         },
     }
     suffix = "-stream-quick" if args.quick else "-stream"
-    out = (
-        ROOT
-        / "benchmarks"
-        / "results"
-        / f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
-    )
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_record(record, guard.device, suffix, args.json)
     print(f"wrote {out}")
 
 
