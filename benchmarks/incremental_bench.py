@@ -27,7 +27,6 @@ git-ignored) and with ``--json FILE`` the same record.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 import psutil
 import torch
-from score_bench import CUSTOM, ROOT, card_method, device_label, hh_rlhf, prompt_texts, run_meta
+from score_bench import CUSTOM, ROOT, card_method, hh_rlhf, prompt_texts, run_meta, write_record
 
 from schemas.events import Message, Side
 from schemas.taxonomy import Generation, Taxonomy
@@ -165,11 +164,11 @@ def main() -> None:
     parser.add_argument("--card-sample", type=int, default=32, help="Events (a) and the reference run.")
     parser.add_argument("--model", type=Path, default=None, help="Default: the shipped SmolLM2-135M.")
     parser.add_argument("--prompt-format", default=None)
-    parser.add_argument("--quick", action="store_true", help="5 conversations, 8 card events: < 2 min.")
+    parser.add_argument("--quick", action="store_true", help="2 conversations, 4 card events.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     if args.quick:
-        args.conversations, args.card_sample = 5, 8
+        args.conversations, args.card_sample = 2, 4
 
     settings = Settings()
     guard = load_guard(ModelSpec(path=args.model, prompt_format=args.prompt_format), settings)
@@ -298,16 +297,7 @@ def report(
         },
     }
     suffix = "-incremental-quick" if args.quick else "-incremental"
-    out = (
-        ROOT
-        / "benchmarks"
-        / "results"
-        / f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_record(record, guard.device, suffix, args.json)
     print(f"wrote {out}")
 
 

@@ -249,6 +249,19 @@ def run_meta(guard: LoadedGuard) -> dict[str, Any]:
     }
 
 
+def write_record(record: dict[str, Any], device: torch.device, suffix: str, also: Path | None) -> Path:
+    """``benchmarks/results/<device>-<date><suffix>.json`` (and ``also``, ``--json FILE``), the same JSON."""
+    out = (
+        ROOT / "benchmarks" / "results" / f"{device_label(device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2) + "\n"
+    out.write_text(text)
+    if also is not None:
+        also.write_text(text)
+    return out
+
+
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device).lower().replace(" ", "-")
@@ -341,13 +354,7 @@ def report_results(
         },
     }
     # a --quick smoke run must not overwrite the day's full record
-    suffix = "-quick" if args.quick else ""
-    name = f"{device_label(guard.device)}-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
-    out = ROOT / "benchmarks" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_record(record, guard.device, "-quick" if args.quick else "", args.json)
     print(f"wrote {out}")
 
 

@@ -49,6 +49,7 @@ def init_ray(
         namespace=RAY_NAMESPACE,
         include_dashboard=False,
         logging_level=logging.WARNING,
+        _system_config={"worker_niceness": settings.ray_worker_niceness},
     )
     log.info("ray_started", num_cpus=num_cpus, object_store_mb=object_store_mb)
 

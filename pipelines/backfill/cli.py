@@ -59,6 +59,13 @@ def backfill(
     num_gpus_per_replica: Annotated[float, typer.Option(help="GPUs per replica (0: CPU).")] = 0.0,
     num_cpus_per_replica: Annotated[float, typer.Option(help="CPUs per replica (fractions allowed).")] = 0.5,
     shard_rows: Annotated[int, typer.Option(help="Rows per shard, the unit of resume.")] = 2000,
+    group_conversations: Annotated[
+        str,
+        typer.Option(
+            help="Bring each conversation's turns together within each shard (streaming) or across the "
+            "whole archive (a shuffle: nothing is scored before everything is read)."
+        ),
+    ] = "shard",
     force: Annotated[bool, typer.Option("--force", help="Discard earlier outputs; recompute all.")] = False,
     to_kafka: Annotated[str | None, typer.Option("--to-kafka", help="Also publish verdicts here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -90,6 +97,7 @@ def backfill(
             num_gpus_per_replica=num_gpus_per_replica,
             num_cpus_per_replica=num_cpus_per_replica,
             shard_rows=shard_rows,
+            group_conversations=group_conversations,
             force=force,
             to_kafka=to_kafka,
             stop_after_shards=stop_after_shards,
@@ -106,6 +114,7 @@ def backfill(
                 "steady_rows_per_s": stats.steady_rows_per_s,
                 "rows_this_run": stats.rows,
                 "seconds": stats.seconds,
+                "cache_hit_ratio": stats.cache_hit_ratio if stats.prompt_tokens else None,
             }
         )
         print_summary(summary)

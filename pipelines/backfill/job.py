@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute
 
 from pipelines.backfill.manifest import BackfillManifest, save_manifest
 from pipelines.backfill.plan import BackfillOptions, prepare_manifest
@@ -60,6 +61,13 @@ class RunStats:
     first_batch_s: float = 0.0
     """Start-up until the first scored batch: Ray, actors, model load. Steady throughput excludes it."""
     first_batch_rows: int = 0
+    prompt_tokens: int = 0
+    """Tokens of the scored prompts (main rows), and how many the KV cache already held."""
+    cached_tokens: int = 0
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -151,6 +159,10 @@ def _dataset(
         batch_format="pyarrow",
         num_cpus=options.read_num_cpus,
     )
+    if options.group_conversations == "archive":
+        rows = rows.groupby("conversation").map_groups(
+            by_conversation, batch_format="pyarrow", num_cpus=options.read_num_cpus
+        )
     return rows.map_batches(
         ScorerWorker,
         batch_size=options.batch_size,
@@ -221,6 +233,7 @@ def run_backfill(
     writer.remove_temporaries()
     started, done, rows_seen, stopped = time.perf_counter(), 0, 0, False
     first_batch_s, first_batch_rows = 0.0, 0
+    tokens = [0, 0]
     if pending:
         kafka = KafkaVerdictPublisher(settings, options.to_kafka) if options.to_kafka else None
         collector = ShardCollector(pending)
@@ -234,6 +247,8 @@ def run_backfill(
                 if not rows_seen:
                     first_batch_s, first_batch_rows = time.perf_counter() - started, table.num_rows
                 rows_seen += table.num_rows
+                tokens[0] += pa.compute.sum(table.column("prompt_tokens")).as_py() or 0
+                tokens[1] += pa.compute.sum(table.column("cached_tokens")).as_py() or 0
                 for shard, rows in collector.add(table):
                     _finish_shard(shard, rows, manifest, options, writer, kafka)
                     done += 1
@@ -269,5 +284,7 @@ def run_backfill(
         stopped_early=stopped,
         first_batch_s=first_batch_s,
         first_batch_rows=first_batch_rows,
+        prompt_tokens=tokens[0],
+        cached_tokens=tokens[1],
     )
     return manifest, stats

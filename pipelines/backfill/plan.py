@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,13 @@ class BackfillOptions(BaseModel):
     num_cpus_per_replica: float = Field(default=0.5, gt=0.0, le=64.0)
     read_num_cpus: float = Field(default=0.25, gt=0.0, le=8.0, description="CPUs per shard-reading task.")
     shard_rows: int = Field(default=2000, ge=1, description="Records per shard: the unit of resume.")
+    group_conversations: Literal["shard", "archive"] = Field(
+        default="shard",
+        description="Where a conversation's turns are brought together, earliest first, so each turn "
+        "reuses the last one's cached keys/values: within each shard as it is read (streaming, memory "
+        "bounded by the shards in flight), or across the whole archive (a Ray Data shuffle by "
+        "tenant:conversation: every row is read before any is scored, and shards complete near the end).",
+    )
     force: bool = Field(default=False, description="Discard earlier outputs and recompute every shard.")
     to_kafka: str | None = Field(default=None, description="Also publish verdicts to this topic.")
     stop_after_shards: int | None = Field(

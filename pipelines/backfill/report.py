@@ -51,6 +51,8 @@ def _totals(summary: BackfillSummary) -> list[tuple[str, str]]:
         totals.append(("this run", f"{rows}{summary.seconds:.1f} s, {summary.rows_per_s:.1f} rows/s"))
     if summary.steady_rows_per_s is not None:
         totals.append(("  once replicas were up", f"{summary.steady_rows_per_s:.1f} rows/s"))
+    if summary.cache_hit_ratio is not None:
+        totals.append(("  prompt tokens from the KV cache", f"{summary.cache_hit_ratio:.0%}"))
     return totals
 
 

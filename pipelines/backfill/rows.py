@@ -32,9 +32,15 @@ ROW_SCHEMA = pa.schema(
         ("encoding", pa.string()),
         ("event_id", pa.string()),
         ("tenant_id", pa.string()),
+        ("conversation", pa.string()),
+        ("progress", pa.int64()),
     ]
 )
-"""What the read stage hands the scoring stage: a validated event as JSON, or a bad row."""
+"""What the read stage hands the scoring stage: a validated event as JSON, or a bad row.
+
+``conversation`` (``tenant:conversation``, the stream's key; empty for a bad row) and ``progress`` (the
+characters of conversation the event carries, which grow turn by turn and chunk by chunk) are what the
+grouping stages order by, so they never parse the event again."""
 
 FILE_SOURCE = Source(topic="<file>", partition=0, offset=0)
 """Placeholder provenance for ``parse_record``; backfill tracks the file and line itself."""
@@ -73,8 +79,13 @@ class BadRow(BaseModel):
 def _record(result: ConversationEvent | DeadLetter, raw: bytes) -> dict[str, Any]:
     """The read stage's record; a bad row keeps the bytes as found (oversize rows cut at the limit)."""
     if isinstance(result, ConversationEvent):
-        event_json = result.model_dump_json()
-        return {"event": event_json, "event_id": result.event_id, "tenant_id": result.tenant_id}
+        return {
+            "event": result.model_dump_json(),
+            "event_id": result.event_id,
+            "tenant_id": result.tenant_id,
+            "conversation": result.key,
+            "progress": sum(len(m.content) for m in result.messages),
+        }
     payload, encoding = DeadLetter.encode_payload(raw)
     return {
         "error_code": result.error_code.value,
@@ -83,6 +94,8 @@ def _record(result: ConversationEvent | DeadLetter, raw: bytes) -> dict[str, Any
         "encoding": encoding,
         "event_id": result.event_id,
         "tenant_id": result.tenant_id,
+        "conversation": "",
+        "progress": 0,
     }
 
 
@@ -180,22 +193,23 @@ def bad_row(shard: ShardSpec, record: dict[str, Any]) -> BadRow:
 
 
 def by_conversation(table: pa.Table) -> pa.Table:
-    """A shard's rows with each conversation's events together, shortest (earliest turn) first.
+    """Rows with each conversation's events together, earliest turn (least ``progress``) first.
 
     An archive holding one conversation at several turns scores it cheapest turn by turn: the scorer
     reuses the keys/values of the previous turn when the next one comes in the same or a later call of
-    the same replica (one shard is one block, read by one replica). Conversations keep the order of their
-    first row; bad rows stay where they were. Output order does not matter: rows carry their position.
+    the same replica. The read stage applies it to each shard (one shard is one block, read by one
+    replica); ``--group-conversations archive`` applies it to each conversation's group after a shuffle
+    that brings its rows together from every shard. Conversations keep the order of their first row; bad
+    rows stay where they were. Output order does not matter: rows carry their shard and position.
     """
-    rows = table.to_pylist()
-    first: dict[tuple[str, str], int] = {}
+    conversations = table.column("conversation").to_pylist()
+    progress = table.column("progress").to_pylist()
+    first: dict[str, int] = {}
     keys: list[tuple[int, int, int]] = []
-    for index, row in enumerate(rows):
-        if row["event"] is None:
+    for index, (conversation, done) in enumerate(zip(conversations, progress, strict=True)):
+        if not conversation:
             keys.append((index, 0, index))
-            continue
-        event = json.loads(row["event"])
-        conversation = (event["tenant_id"], event["conversation_id"])
-        keys.append((first.setdefault(conversation, index), len(event["messages"]), index))
-    order = sorted(range(len(rows)), key=keys.__getitem__)
+        else:
+            keys.append((first.setdefault(conversation, index), done, index))
+    order = sorted(range(len(keys)), key=keys.__getitem__)
     return table.take(pa.array(order, type=pa.int64()))

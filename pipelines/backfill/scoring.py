@@ -30,9 +30,16 @@ from workers.settings import ModelSpec, Settings
 EngineFactory = Callable[[ModelSpec, Settings], Engine]
 
 SCORED_SCHEMA = pa.schema(
-    [field for field in ROW_SCHEMA if field.name != "event"] + [pa.field("verdict", pa.string())]
+    [field for field in ROW_SCHEMA if field.name != "event"]
+    + [
+        pa.field("verdict", pa.string()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("cached_tokens", pa.int64()),
+    ]
 )
-"""What the scoring stage returns: every input row, now carrying a verdict (JSON) or a bad-row reason."""
+"""What the scoring stage returns: every input row, now carrying a verdict (JSON) or a bad-row reason,
+and for a scored row its prompt's tokens and how many of them came from the KV cache (the run's hit
+ratio: what grouping a conversation's turns saves)."""
 
 
 def local_engine(spec: ModelSpec, settings: Settings) -> Engine:
@@ -145,7 +152,10 @@ class ScorerWorker:
         outcome = event_outcome(event, lookup, scored, model=model, latency_ms=latency_ms)
         if isinstance(outcome, DeadLetterReason):
             return _error_row(row, outcome.code, outcome.reason, event.model_dump_json())
-        return {**row, "verdict": outcome.model_dump_json()}
+        tokens = {}
+        if isinstance(scored, ScoreResult) and scored.error is None:
+            tokens = {"prompt_tokens": scored.prompt_tokens, "cached_tokens": scored.cached_tokens}
+        return {**row, "verdict": outcome.model_dump_json(), **tokens}
 
 
 def _error_row(row: dict[str, Any], code: DeadLetterCode, reason: str, raw: str) -> dict[str, Any]:

@@ -51,6 +51,9 @@ class BackfillSummary(BaseModel):
     )
     rows_this_run: int | None = Field(default=None, description="Input rows the last run scored or rejected.")
     seconds: float | None = None
+    cache_hit_ratio: float | None = Field(
+        default=None, description="Share of the last run's prompt tokens the KV cache already held."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -16,6 +16,7 @@ call decodes in one loop: each step is a pass over every weight however few rows
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,30 +33,24 @@ def _decoder(model: Any) -> Any:
     return model.get_decoder()
 
 
-def _run(model: Any, cache: DynamicCache, **inputs: Any) -> Any:
-    """The decoder on ``inputs`` continuing ``cache``, under whichever name this transformers gives the cache.
+@functools.cache
+def _cache_argument(decoder_class: type[Any]) -> str:
+    """The name the decoder takes its cache under: transformers 5.2x renamed ``past_key_values`` to
+    ``cache`` and warns on the old name (a FutureWarning in every stream's output); 4.x knows only it."""
+    parameters = inspect.signature(decoder_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
-    transformers 5.x renamed ``past_key_values`` to ``cache`` and warns on the old name (a FutureWarning on
-    every forward would break every command's output); older releases only know ``past_key_values``.
-    """
+
+def _run_decoder(model: Any, cache: DynamicCache, **inputs: Any) -> Any:
     decoder = _decoder(model)
-    return decoder(**inputs, **{_cache_name(type(decoder)): cache}, use_cache=True)
-
-
-_CACHE_NAMES: dict[type, str] = {}
-
-
-def _cache_name(decoder_type: Any) -> str:
-    if decoder_type not in _CACHE_NAMES:
-        names = inspect.signature(decoder_type.forward).parameters
-        _CACHE_NAMES[decoder_type] = "cache" if "cache" in names else "past_key_values"
-    return _CACHE_NAMES[decoder_type]
+    name = _cache_argument(type(decoder))  # type: ignore[arg-type]  # a class is hashable
+    return decoder(**inputs, **{name: cache}, use_cache=True)
 
 
 def compute_prefix(model: Any, ids: Sequence[int], device: torch.device) -> KV:
     """Run ``ids`` alone and keep their keys/values, detached from the cache object that produced them."""
     cache = DynamicCache(config=model.config)
-    _run(model, cache, input_ids=torch.tensor([list(ids)], device=device))
+    _run_decoder(model, cache, input_ids=torch.tensor([list(ids)], device=device))
     return tuple((layer.keys, layer.values) for layer in cache.layers)  # type: ignore[union-attr, misc]
 
 
@@ -179,7 +174,7 @@ def forward_suffixes(
     else:
         expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in past.layers]
         cache = DynamicCache(ddp_cache_data=expanded, config=model.config)
-    out = _run(model, cache, input_ids=input_ids, attention_mask=mask, position_ids=positions)
+    out = _run_decoder(model, cache, input_ids=input_ids, attention_mask=mask, position_ids=positions)
     last = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
     return last, BatchState(cache, mask, past_lengths + lengths, past_width)
 
@@ -206,7 +201,7 @@ def greedy_continue(
     generated: list[list[int]] = [[] for _ in range(rows)]
     for _ in range(max_new_tokens):
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
-        out = _run(
+        out = _run_decoder(
             model, state.cache, input_ids=current[:, None], attention_mask=mask, position_ids=pos[:, None]
         )
         logits = model.get_output_embeddings()(out.last_hidden_state[:, -1])

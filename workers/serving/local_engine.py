@@ -20,6 +20,10 @@ class LocalEngine:
 
     def __init__(self, spec: ModelSpec, settings: Settings) -> None:
         self.spec = spec
+        if spec.torch_threads is not None:
+            import torch  # already imported by load_guard; here only to size its thread pool first
+
+            torch.set_num_threads(spec.torch_threads)
         self.guard = load_guard(spec, settings)
         self.scorer = GuardScorer(self.guard, settings)
 

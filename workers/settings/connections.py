@@ -34,6 +34,16 @@ class ConnectionSettings(BaseModel):
         default=1.0, gt=0, le=30, description="Redis connect/read timeout; an outage must not stall workers."
     )
     ray_address: str | None = Field(default=None, description="Join this Ray cluster; None: local ray.init.")
+    ray_worker_niceness: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Nice value of the worker processes (replicas, stream workers) of a Ray this process "
+        "starts; a joined cluster keeps its own. Ray's default, 15, lets every other process of the node "
+        "(the driver, a local Kafka broker, any other job) take the CPU before the model does: on a shared "
+        "2-core machine the stream's replica then scored at a fraction of the in-process rate "
+        "(BENCHMARKS.md, stream).",
+    )
     state_dir: Path = Field(
         default=Path(".state"), description="Where infra/ keeps Kafka/Redis data and logs."
     )

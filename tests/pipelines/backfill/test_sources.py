@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.backfill.rows import ROW_SCHEMA, RowLimits, by_conversation, read_shard
+from pipelines.backfill.rows import ROW_SCHEMA, RowLimits, by_conversation, read_shard, validate_line
 from pipelines.backfill.sources import discover, plan_shards
 from tests.pipelines.backfill.archive import GeneratedArchive
 from workers.errors import InputError
@@ -107,9 +107,10 @@ def test_a_shards_conversations_are_grouped_turn_by_turn() -> None:
             {"event_id": f"{conv}{turns}", "tenant_id": "t", "conversation_id": conv, "messages": messages}
         )
 
-    events = [event("a", 2), event("b", 1), None, event("a", 1), event("b", 3), event("a", 3)]
+    events = [event("a", 2), event("b", 1), "{", event("a", 1), event("b", 3), event("a", 3)]
     table = pa.Table.from_pylist(
-        [{"shard_id": 0, "position": i, "event": e} for i, e in enumerate(events)], schema=ROW_SCHEMA
+        [{"shard_id": 0, "position": i, **validate_line(e.encode(), LIMITS)} for i, e in enumerate(events)],
+        schema=ROW_SCHEMA,
     )
     grouped = by_conversation(table).to_pylist()
     assert [r["position"] for r in grouped] == [3, 0, 5, 1, 4, 2]
