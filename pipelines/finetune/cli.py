@@ -52,6 +52,10 @@ def finetune_command(
     alpha: int = 32,
     top_layers: Annotated[int | None, typer.Option(help="LoRA on the last N layers only.")] = None,
     lr: float = 2e-4,
+    verdict_weight: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Head trainer: loss share of the verdict token (vs. the codes)."),
+    ] = 0.8,
     epochs: float = 1.0,
     grad_accum: int = 8,
     max_tokens: int = 448,
@@ -92,6 +96,7 @@ def finetune_command(
             top_layers=top_layers,
             modules=HEAD_PROJECTIONS if head else TrainConfig().modules,
             lr=lr,
+            verdict_weight=verdict_weight,
             epochs=epochs,
             grad_accum=grad_accum,
             max_tokens=max_tokens,

@@ -133,17 +133,47 @@ def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> 
     return model.get_output_embeddings()(dec.norm(hidden)).float()  # type: ignore[no-any-return]
 
 
-def _loss(model: Any, feats: HeadFeatures, positions: torch.Tensor) -> Any:
+def verdict_positions(feats: HeadFeatures, verdict_ids: tuple[int, int]) -> torch.Tensor:
+    """Per position: whether it is its example's verdict (the first ``safe``/``unsafe`` target; in formats
+    with a verdict prefix such as LG3's ``\\n\\n`` the prefix token comes before it)."""
+    is_id = torch.isin(feats.target, torch.tensor(verdict_ids))
+    seen: set[int] = set()
+    out = torch.zeros_like(is_id)
+    for position in torch.nonzero(is_id).flatten().tolist():
+        owner = int(feats.example[position])
+        if owner not in seen:
+            seen.add(owner)
+            out[position] = True
+    return out
+
+
+def _loss(
+    model: Any, feats: HeadFeatures, positions: torch.Tensor, verdict: torch.Tensor, verdict_weight: float
+) -> Any:
+    """Per example: ``verdict_weight`` of its weight on the verdict token, the rest spread over the others.
+
+    The scorer reads only the verdict position. With the loss averaged over all answer tokens (verdict
+    prefix, verdict, category codes, end of turn) the verdict got about a sixth of each example's weight,
+    and 8 epochs left it near chance (EVALUATION.md, "The head trainer's loss").
+    """
     logits = head_logits(model, feats.residual[positions], feats.attention[positions])
     per_token = torch.nn.functional.cross_entropy(logits, feats.target[positions], reduction="none")
     owners = feats.example[positions]
+    is_verdict = verdict[positions]
     counts = torch.bincount(owners, minlength=len(feats.weight)).float()
-    per_position = feats.weight[owners] / counts[owners]
+    rest = (counts[owners] - 1).clamp(min=1)
+    share = torch.where(is_verdict, torch.full_like(rest, verdict_weight), (1 - verdict_weight) / rest)
+    per_position = feats.weight[owners] * share
     return (per_token * per_position).sum() / feats.weight[owners.unique()].sum()
 
 
 def train_head(
-    model: Any, feats: HeadFeatures, config: TrainConfig, out_dir: Path, batch_examples: int = 32
+    model: Any,
+    feats: HeadFeatures,
+    config: TrainConfig,
+    out_dir: Path,
+    verdict_ids: tuple[int, int],
+    batch_examples: int = 32,
 ) -> list[dict[str, float]]:
     """AdamW over the last layer's LoRA weights, ``config.epochs`` passes over the cached examples."""
     torch.manual_seed(config.seed)
@@ -153,12 +183,14 @@ def train_head(
     by_example: list[list[int]] = [[] for _ in range(n_examples)]
     for position, owner in enumerate(feats.example.tolist()):
         by_example[owner].append(position)
+    verdict = verdict_positions(feats, verdict_ids)
     order = epoch_order(n_examples, config.epochs, config.seed)
     steps = max(1, -(-len(order) // batch_examples))
 
     def loss_at(step: int) -> Any:
         chosen = order[step * batch_examples : (step + 1) * batch_examples]
-        return _loss(model, feats, torch.tensor([p for i in chosen for p in by_example[i]]))
+        chosen_positions = torch.tensor([p for i in chosen for p in by_example[i]])
+        return _loss(model, feats, chosen_positions, verdict, config.verdict_weight)
 
     return optimise(model, steps, config, out_dir, loss_at, "head_step")
 
@@ -204,4 +236,5 @@ def train_head_recipe(
     data = split_examples(examples, fmt, tokens, config.max_tokens)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))
     feats = features_for(model, data, tokens, features, budget_s)
-    return train_head(model, feats, config, out_dir, batch_examples=config.grad_accum), len(feats.weight)
+    ids = (tokens.safe_id, tokens.unsafe_id)
+    return train_head(model, feats, config, out_dir, ids, batch_examples=config.grad_accum), len(feats.weight)

@@ -44,6 +44,13 @@ class TrainConfig(BaseModel):
     epochs: float = Field(default=1.0, gt=0, le=100)
     grad_accum: int = Field(default=8, ge=1, le=1024, description="Examples per optimizer step.")
     warmup: float = Field(default=0.1, ge=0, lt=1, description="Share of steps with linearly rising lr.")
+    verdict_weight: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Head trainer: share of each example's loss on the verdict token (the one scored); "
+        "the category codes and end of turn share the rest.",
+    )
     max_tokens: int = Field(default=448, ge=64, le=32_768, description="Longer examples are truncated.")
     modules: tuple[str, ...] = Field(default=PROJECTIONS, description="Projections that get LoRA matrices.")
     seed: int = 0

@@ -81,6 +81,40 @@ def test_head_training_lowers_the_loss(adapted: Any, tiny_guard_path: Path, tmp_
     tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
     feats = capture(adapted, _data(tokens), tokens.pad_id, tokens.unsafe_id)
     history = train_head(
-        adapted, feats, TrainConfig(lr=5e-2, epochs=90, warmup=0.0), tmp_path, batch_examples=3
+        adapted,
+        feats,
+        TrainConfig(lr=5e-2, epochs=90, warmup=0.0),
+        tmp_path,
+        (tokens.safe_id, tokens.unsafe_id),
+        batch_examples=3,
     )
     assert history[-1]["loss"] < history[0]["loss"] / 2
+
+
+def test_verdict_weight_sets_the_verdict_tokens_share_of_each_examples_loss(
+    adapted: Any, tiny_guard_path: Path
+) -> None:
+    """At 1.0 only the verdict token (the one the scorer reads, after LG3's verdict prefix) counts; at 0.5
+    it weighs as much as all the other answer tokens of its example together."""
+    from transformers import AutoTokenizer
+
+    from pipelines.finetune.head import _loss, verdict_positions
+    from workers.guard.tokens import resolve_tokens
+
+    tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
+    feats = capture(adapted, _data(tokens), tokens.pad_id, tokens.unsafe_id)
+    verdict = verdict_positions(feats, (tokens.safe_id, tokens.unsafe_id))
+    expected = [tokens.unsafe_id if u else tokens.safe_id for u in feats.unsafe.tolist()]
+    assert feats.target[verdict].tolist() == expected  # one verdict position per example, the scored one
+    everything = torch.arange(len(feats.target))
+    owners = feats.example.tolist()
+    with torch.no_grad():
+        logits = head_logits(adapted, feats.residual, feats.attention)
+        ce = torch.nn.functional.cross_entropy(logits, feats.target, reduction="none")
+        w, n = feats.weight, torch.bincount(feats.example)
+        on_verdict = sum(w[o] * ce[p] for p, o in enumerate(owners) if verdict[p]) / w.sum()
+        on_rest = sum(w[o] * ce[p] / (n[o] - 1) for p, o in enumerate(owners) if not verdict[p]) / w.sum()
+        only = float(_loss(adapted, feats, everything, verdict, 1.0))
+        half = float(_loss(adapted, feats, everything, verdict, 0.5))
+    assert only == pytest.approx(float(on_verdict), rel=1e-5)
+    assert half == pytest.approx(float(0.5 * on_verdict + 0.5 * on_rest), rel=1e-5)
