@@ -143,15 +143,26 @@ class StreamLoop:
             time.sleep(0.005)
 
     def _drain(self) -> None:
-        """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``."""
-        if self._consumer.assignment():
-            self._consumer.pause(*self._consumer.assignment())
+        """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``.
+
+        It keeps calling ``poll`` with every partition paused: that reads nothing, but in kafka-python 3
+        only ``poll`` answers the group (a rejoin, the ``max_poll_interval``), so a drain longer than 25 s
+        no longer gets the member evicted and its work re-delivered before it commits.
+        """
         deadline = time.monotonic() + self._settings.score_timeout_s + 30
         while self._out.in_flight and time.monotonic() < deadline:
             self._step(poll=False)
+            self._poll_paused()
         self._out.finish()
         if self._out.in_flight:
             log.warning("stream_worker_drain_incomplete", worker=self._worker_id, left=self._out.in_flight)
+
+    def _poll_paused(self) -> None:
+        """A ``poll`` that reads nothing: partitions assigned since the last one are paused first."""
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        self._poll(1)
 
     # --- intake -----------------------------------------------------------------------------------------
     def _poll(self, timeout_ms: int) -> None:
@@ -206,6 +217,8 @@ class StreamLoop:
             return self._out.complete(tp, record.offset, record.key, lookup)
         item = Item(event, lookup, tp, record.offset, record.key, raw)
         pool = lookup.policy.route.model
+        if lookup.policy.route.verdict_topic:
+            self._out.prepare_topic(lookup.policy.route.verdict_topic)
         if lookup.stale:
             self._metrics.policy_stale(event.tenant_id)
         if side_skipped(event, lookup.policy):

@@ -37,6 +37,16 @@ class Retries:
     def __init__(self) -> None:
         self._attempts: dict[tuple[Hashable, int], int] = {}
         self._due: list[tuple[float, Output]] = []
+        self._doubted: set[tuple[Hashable, int]] = set()
+
+    def second_chance(self, output: Output) -> bool:
+        """True the first time it is asked for ``output``'s record, False after: a suspect refusal
+        (``Delivery.suspect``) is believed only when the record is refused again."""
+        key = (output.source, output.source_offset)
+        if key in self._doubted:
+            return False
+        self._doubted.add(key)
+        return True
 
     def schedule(self, output: Output) -> bool:
         """Queue a re-send of ``output``; False when it has had its ``MAX_ATTEMPTS``."""
@@ -57,10 +67,12 @@ class Retries:
 
     def done(self, output: Output) -> None:
         self._attempts.pop((output.source, output.source_offset), None)
+        self._doubted.discard((output.source, output.source_offset))
 
     def forget(self) -> None:
         self._attempts.clear()
         self._due.clear()
+        self._doubted.clear()
 
     def __len__(self) -> int:
         return len(self._due)

@@ -65,3 +65,13 @@ def test_refused_dead_letter_stops_the_worker() -> None:
     letter = produce_failed_letter(verdict_output(), MessageSizeTooLargeError(), "guard.dlq")
     with pytest.raises(OutputUnwritable, match="could not be produced"):
         produce_failed_letter(letter, MessageSizeTooLargeError(), "guard.dlq")
+
+
+def test_a_suspect_refusal_gets_one_second_chance_per_record() -> None:
+    queue, output = Retries(), verdict_output()
+    other = Output(output.topic, output.key, output.body, TP, 18)
+    assert queue.second_chance(output)
+    assert not queue.second_chance(output)  # refused again: now it is believed
+    assert queue.second_chance(other)  # each record has its own
+    queue.done(output)
+    assert queue.second_chance(output)  # delivered since: a later refusal is doubted afresh
