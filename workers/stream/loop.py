@@ -145,24 +145,19 @@ class StreamLoop:
     def _drain(self) -> None:
         """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``.
 
-        It keeps calling ``poll`` with every partition paused: that reads nothing, but in kafka-python 3
-        only ``poll`` answers the group (a rejoin, the ``max_poll_interval``), so a drain longer than 25 s
-        no longer gets the member evicted and its work re-delivered before it commits.
+        It does not poll: when every worker drains at once, a poll would take part in the rebalance the
+        first worker to leave starts, revoking this worker's partitions before it commits them. A drain
+        longer than the 25 s ``max_poll_interval`` therefore loses the member (its uncommitted records are
+        re-read; nothing is lost).
         """
+        if self._consumer.assignment():
+            self._consumer.pause(*self._consumer.assignment())
         deadline = time.monotonic() + self._settings.score_timeout_s + 30
         while self._out.in_flight and time.monotonic() < deadline:
             self._step(poll=False)
-            self._poll_paused()
         self._out.finish()
         if self._out.in_flight:
             log.warning("stream_worker_drain_incomplete", worker=self._worker_id, left=self._out.in_flight)
-
-    def _poll_paused(self) -> None:
-        """A ``poll`` that reads nothing: partitions assigned since the last one are paused first."""
-        assigned = self._consumer.assignment()
-        if assigned:
-            self._consumer.pause(*assigned)
-        self._poll(1)
 
     # --- intake -----------------------------------------------------------------------------------------
     def _poll(self, timeout_ms: int) -> None:

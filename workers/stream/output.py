@@ -67,6 +67,8 @@ class OutputStage:
         self.exactly_once = settings.exactly_once
         transactional_id = f"guardstream-{settings.consumer_group}-{worker_id}" if self.exactly_once else None
         self._sink = KafkaSink(settings, transactional_id=transactional_id)
+        for topic in (settings.verdict_topic, settings.dlq_topic):  # ready before the first output
+            self._sink.topics.prepare(topic)
         self._ledger: OffsetLedger[TopicPartition, Output] = OffsetLedger()
         self._last_commit = 0.0
         self._retries = Retries()
@@ -127,7 +129,8 @@ class OutputStage:
         if self.exactly_once:
             # Held, not sent, while a topic they go to is being created: a send would only abort.
             self._held += ready
-            if self._held and not any(self._sink.topics.pending(o.topic) for o in self._held):
+            topics = {self._settings.dlq_topic, *(output.topic for output in self._held)}
+            if self._held and not any(self._sink.topics.pending(topic) for topic in topics):
                 held, self._held = self._held, []
                 self._release_transaction(held)
         else:
@@ -185,6 +188,7 @@ class OutputStage:
         """One transaction: every output (or its dead letter) and the offsets they answer, or nothing."""
         positions = self._ledger.released_positions()
         sent: list[Output] = []
+        learned = 0
         try:
             self._sink.begin()
             for output in outputs:
@@ -201,11 +205,11 @@ class OutputStage:
                 sent.append(output)
             refused = [d for d in self._sink.settle(sent) if d.error is not None]
             if refused:
-                self._note_replacements(refused)
+                learned = self._note_replacements(refused)
                 raise _as_kafka_error(refused[0].error or KafkaError("send refused"))
             self._sink.commit(positions, self._consumer.group_metadata())
         except (KafkaError, OutputUnwritable) as exc:
-            self._abort(exc)
+            self._abort(exc, learned=learned)
             return
         self._aborts = 0
         for output in sent:
@@ -214,10 +218,14 @@ class OutputStage:
         self._mark_committed(self._ledger.committable())
         self._count(sent)
 
-    def _abort(self, exc: BaseException) -> None:
-        """Abort, note dead letters for outputs the broker refused for good, re-read from the commits."""
+    def _abort(self, exc: BaseException, *, learned: int = 0) -> None:
+        """Abort, note dead letters for outputs the broker refused for good, re-read from the commits.
+
+        Only an abort that taught nothing (no refusal newly judged) counts towards ``MAX_ABORTS``: each
+        record is judged at most twice, so a run of refusals ends, and one abort per refused record
+        (kafka-python refuses every later send of a transaction after the first refusal) is no spin.
+        """
         self.produce_failures += 1
-        self._aborts += 1
         log.error("transaction_aborted", worker=self._worker_id, error=f"{type(exc).__name__}: {exc}")
         try:
             self._sink.abort()
@@ -227,20 +235,31 @@ class OutputStage:
         # transaction open (a fresh one with the same id fences it). Aborts are rare; init_transactions
         # costs well under 1 s.
         self._sink.renew_if_failed(force=True)
-        self._note_replacements(self._sink.deliveries())
+        learned += self._note_replacements(self._sink.deliveries())
+        if not learned:
+            self._aborts += 1
         self._metrics.forget(self._ledger.partitions())
         self._ledger.revoke(self._ledger.partitions())
         self._on_abort()
         if isinstance(exc, OutputUnwritable) or self._aborts >= MAX_ABORTS:
             raise OutputUnwritable(f"{self._aborts} transactions aborted in a row; last: {exc}") from exc
 
-    def _note_replacements(self, deliveries: list[Delivery]) -> None:
-        """Outputs the broker refused for good get a dead letter, sent in their place once re-read."""
+    def _note_replacements(self, deliveries: list[Delivery]) -> int:
+        """Outputs the broker refused for good get a dead letter, sent in their place once re-read; returns
+        how many refusals were newly judged (a suspect verdict doubted, a dead letter noted)."""
+        learned = 0
         for delivery in deliveries:
-            error = delivery.error
-            if error is not None and self._permanent(delivery.output, error, suspect=delivery.suspect):
-                letter = produce_failed_letter(delivery.output, error, self._settings.dlq_topic)
-                self._replacements[(letter.source, letter.source_offset)] = letter  # type: ignore[index]
+            output, error = delivery.output, delivery.error
+            if error is None or is_retriable(error):
+                continue
+            key = (output.source, output.source_offset)
+            if self._permanent(output, error, suspect=delivery.suspect):
+                letter = produce_failed_letter(output, error, self._settings.dlq_topic)
+                learned += key not in self._replacements
+                self._replacements[key] = letter  # type: ignore[index]
+            elif not isinstance(output.body, DeadLetter):
+                learned += 1  # a suspect verdict's first refusal: believed the next time
+        return learned
 
     def _take_deliveries(self) -> None:
         for delivery in self._sink.deliveries():
