@@ -33,7 +33,7 @@ from workers.logging import get_logger
 from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.offsets import OffsetLedger
-from workers.stream.retries import Retries, is_retriable, produce_failed_letter
+from workers.stream.retries import Retries, as_kafka_error, is_retriable, produce_failed_letter
 from workers.stream.sinks import Delivery, KafkaSink, Output
 
 log = get_logger(__name__)
@@ -143,19 +143,11 @@ class OutputStage:
         if error is not None:
             self._refused(output, error)
 
-    def _permanent(self, output: Output, error: BaseException, *, suspect: bool) -> bool:
-        """Whether a refusal is final. A suspect one (a failed producer's error, which kafka-python gives
-        every send in flight) may be another output's: a verdict gets one more try, a dead letter as many
-        as its retries (or the aborts in a row) allow, since judging it wrongly stops the worker."""
-        if is_retriable(error) or (suspect and isinstance(output.body, DeadLetter)):
-            return False
-        return not (suspect and self._retries.second_chance(output))
-
     def _refused(self, output: Output, error: BaseException, *, suspect: bool = False) -> None:
         """At-least-once: retry a retriable (or suspect) refusal later; else answer with a dead letter."""
         self.produce_failures += 1
         what = {"event_id": output.body.event_id, "tenant_id": output.body.tenant_id, "topic": output.topic}
-        if not self._permanent(output, error, suspect=suspect) and self._retries.schedule(output):
+        if not self._retries.permanent(output, error, suspect=suspect) and self._retries.schedule(output):
             log.warning("produce_retry", **what, error=f"{type(error).__name__}: {error}")
             self._metrics.produce_retry()
             return
@@ -195,18 +187,18 @@ class OutputStage:
                 output = self._replacements.pop((output.source, output.source_offset), output)  # type: ignore[arg-type]
                 error = self._sink.try_send(output)
                 if error is not None and self._sink.failed:  # an earlier send's refusal, not this output's
-                    raise _as_kafka_error(error)
+                    raise as_kafka_error(error)
                 if error is not None and not is_retriable(error):
                     log.error("produce_failed_dead_letter", event_id=output.body.event_id, error=str(error))
                     output = produce_failed_letter(output, error, self._settings.dlq_topic)
                     error = self._sink.try_send(output)
                 if error is not None:
-                    raise _as_kafka_error(error)
+                    raise as_kafka_error(error)
                 sent.append(output)
             refused = [d for d in self._sink.settle(sent) if d.error is not None]
             if refused:
                 learned = self._note_replacements(refused)
-                raise _as_kafka_error(refused[0].error or KafkaError("send refused"))
+                raise as_kafka_error(refused[0].error or KafkaError("send refused"))
             self._sink.commit(positions, self._consumer.group_metadata())
         except (KafkaError, OutputUnwritable) as exc:
             self._abort(exc, learned=learned)
@@ -253,7 +245,7 @@ class OutputStage:
             if error is None or is_retriable(error):
                 continue
             key = (output.source, output.source_offset)
-            if self._permanent(output, error, suspect=delivery.suspect):
+            if self._retries.permanent(output, error, suspect=delivery.suspect):
                 letter = produce_failed_letter(output, error, self._settings.dlq_topic)
                 learned += key not in self._replacements
                 self._replacements[key] = letter  # type: ignore[index]
@@ -302,8 +294,3 @@ class OutputStage:
         self._ledger.mark_committed(positions)
         for tp, pos in positions.items():
             self.committed[f"{tp.topic}:{tp.partition}"] = pos
-
-
-def _as_kafka_error(error: BaseException) -> KafkaError:
-    """A refused send's error as the ``KafkaError`` that aborts the transaction."""
-    return error if isinstance(error, KafkaError) else KafkaError(f"{type(error).__name__}: {error}")
