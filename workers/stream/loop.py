@@ -93,8 +93,8 @@ class StreamLoop:
     def run(self, stop: threading.Event, leave: threading.Event | None = None) -> WorkerStats:
         """Consume until ``stop``, drain, then (once ``leave`` is set, if given) leave the group.
 
-        ``drained`` is set between the two: the driver lets every worker commit before any leaves, since a
-        leaving member starts a rebalance that fails the commits of those still draining.
+        ``drained`` is set between the two (or when the loop fails): the driver lets every worker commit
+        before any leaves, since a leaving member starts a rebalance that fails the others' commits.
         """
         self._consumer.subscribe([self._settings.input_topic], listener=self._rebalance)
         self._running = True
@@ -107,6 +107,7 @@ class StreamLoop:
             if leave is not None and not leave.wait(LEAVE_WAIT_S):
                 log.warning("stream_worker_leave_timeout", worker=self._worker_id, waited_s=LEAVE_WAIT_S)
         finally:
+            self.drained.set()  # nothing more will be committed
             self._running = False
             self._close_consumer()  # before the sink: its revoke callback still needs the sink
             self._out.close()
