@@ -184,7 +184,8 @@ class OutputStage:
         try:
             self._sink.begin()
             for output in outputs:
-                output = self._replacements.pop((output.source, output.source_offset), output)  # type: ignore[arg-type]
+                # Kept until committed: an aborted transaction must not forget a judged refusal.
+                output = self._replacements.get((output.source, output.source_offset), output)  # type: ignore[arg-type]
                 error = self._sink.try_send(output)
                 if error is not None and self._sink.failed:  # an earlier send's refusal, not this output's
                     raise as_kafka_error(error)
@@ -206,6 +207,7 @@ class OutputStage:
         self._aborts = 0
         for output in sent:
             self._retries.done(output)
+            self._replacements.pop((output.source, output.source_offset), None)  # type: ignore[arg-type]
         self._ledger.ack_released()
         self._mark_committed(self._ledger.committable())
         self._count(sent)
