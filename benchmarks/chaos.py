@@ -143,6 +143,7 @@ def run_scenario(
         "duplicated": sum(max(0, n - 1) for n in answers.counts.values()),
         "longest stall (s)": round(stall, 1),
         "committed": "yes" if done else "no",
+        "fault (s)": context.get("fault_s"),
         "stream_error": repr(outcome[0])[:300] if crashed else None,
         "worker_restarts": None if crashed or not outcome else outcome[0].worker_restarts,
         "watchdog_rebuilds": None if crashed or not outcome else outcome[0].watchdog_rebuilds,

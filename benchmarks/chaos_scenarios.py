@@ -137,11 +137,13 @@ def _kill_actor(class_name: str) -> None:
 
 
 def _kill_then_send(kill: Callable[[], None]) -> Callable[[Settings, dict[str, Any], Send], None]:
-    def during(_settings: Settings, _context: dict[str, Any], send: Send) -> None:
+    def during(_settings: Settings, context: dict[str, Any], send: Send) -> None:
         import time
 
         time.sleep(1.0)
+        started = time.monotonic()
         kill()
+        context["fault_s"] = round(time.monotonic() - started, 1)  # a restart: until the service is ready
         send("kafka-python", valid("chaos-after", 30, prefix="after"))
 
     return during

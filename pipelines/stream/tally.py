@@ -48,7 +48,13 @@ class WorkerTally:
         from ray.exceptions import GetTimeoutError, RayActorError
 
         deadline = time.monotonic() + timeout_s
-        pending = {i: w.drain.remote(max(1.0, timeout_s - 30)) for i, w in enumerate(self._workers)}
+        # First every worker finishes and commits, then all leave: the first to leave the group starts a
+        # rebalance that would fail the commits of the others still draining.
+        finishing = [w.finish.remote(max(1.0, timeout_s - 60)) for w in self._workers]
+        ray.wait(finishing, num_returns=len(finishing), timeout=max(1.0, timeout_s - 50))
+        pending = {
+            i: w.drain.remote(max(1.0, deadline - time.monotonic() - 30)) for i, w in enumerate(self._workers)
+        }
         final: dict[int, dict[str, Any]] = {}
         while pending and time.monotonic() < deadline:
             for i, ref in list(pending.items()):

@@ -43,6 +43,9 @@ from workers.stream.undecodable import BatchFailure, failed_batch
 log = get_logger(__name__)
 
 
+LEAVE_WAIT_S = 60.0
+"""Longest a drained loop waits for the driver's word to leave the group (the other workers' drains)."""
+
 REWIND_TIMEOUT_MS = 5_000
 """How long an aborted transaction's rewind waits for the committed offsets before the consumer is rebuilt."""
 
@@ -84,9 +87,15 @@ class StreamLoop:
         )
         self._last_record = time.monotonic()
         self._running = False
+        self.drained = threading.Event()
         self._counts = {"consumed": 0, "scoring_errors": 0, "batches": 0}
 
-    def run(self, stop: threading.Event) -> WorkerStats:
+    def run(self, stop: threading.Event, leave: threading.Event | None = None) -> WorkerStats:
+        """Consume until ``stop``, drain, then (once ``leave`` is set, if given) leave the group.
+
+        ``drained`` is set between the two (or when the loop fails): the driver lets every worker commit
+        before any leaves, since a leaving member starts a rebalance that fails the others' commits.
+        """
         self._consumer.subscribe([self._settings.input_topic], listener=self._rebalance)
         self._running = True
         log.info("stream_worker_started", worker=self._worker_id, topic=self._settings.input_topic)
@@ -94,7 +103,11 @@ class StreamLoop:
             while not stop.is_set():
                 self._step(poll=True)
             self._drain()
+            self.drained.set()
+            if leave is not None and not leave.wait(LEAVE_WAIT_S):
+                log.warning("stream_worker_leave_timeout", worker=self._worker_id, waited_s=LEAVE_WAIT_S)
         finally:
+            self.drained.set()  # nothing more will be committed
             self._running = False
             self._close_consumer()  # before the sink: its revoke callback still needs the sink
             self._out.close()
@@ -143,7 +156,13 @@ class StreamLoop:
             time.sleep(0.005)
 
     def _drain(self) -> None:
-        """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``."""
+        """Stop reading, score what was read, produce and commit it; bounded by ``score_timeout_s``.
+
+        It does not poll: when every worker drains at once, a poll would take part in the rebalance the
+        first worker to leave starts, revoking this worker's partitions before it commits them. A drain
+        longer than the 25 s ``max_poll_interval`` therefore loses the member (its uncommitted records are
+        re-read; nothing is lost).
+        """
         if self._consumer.assignment():
             self._consumer.pause(*self._consumer.assignment())
         deadline = time.monotonic() + self._settings.score_timeout_s + 30
@@ -206,6 +225,8 @@ class StreamLoop:
             return self._out.complete(tp, record.offset, record.key, lookup)
         item = Item(event, lookup, tp, record.offset, record.key, raw)
         pool = lookup.policy.route.model
+        if lookup.policy.route.verdict_topic:
+            self._out.prepare_topic(lookup.policy.route.verdict_topic)
         if lookup.stale:
             self._metrics.policy_stale(event.tenant_id)
         if side_skipped(event, lookup.policy):

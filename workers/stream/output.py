@@ -33,8 +33,8 @@ from workers.logging import get_logger
 from workers.metrics.stream import StreamMetrics
 from workers.settings import Settings
 from workers.stream.offsets import OffsetLedger
-from workers.stream.retries import Retries, is_retriable, produce_failed_letter
-from workers.stream.sinks import KafkaSink, Output
+from workers.stream.retries import Retries, as_kafka_error, is_retriable, produce_failed_letter
+from workers.stream.sinks import Delivery, KafkaSink, Output
 
 log = get_logger(__name__)
 
@@ -67,9 +67,13 @@ class OutputStage:
         self.exactly_once = settings.exactly_once
         transactional_id = f"guardstream-{settings.consumer_group}-{worker_id}" if self.exactly_once else None
         self._sink = KafkaSink(settings, transactional_id=transactional_id)
+        for topic in (settings.verdict_topic, settings.dlq_topic):  # ready before the first output
+            self._sink.topics.prepare(topic)
         self._ledger: OffsetLedger[TopicPartition, Output] = OffsetLedger()
         self._last_commit = 0.0
         self._retries = Retries()
+        self._held: list[Output] = []
+        """Exactly-once: released outputs waiting for their topic to be created before a transaction."""
         self._replacements: dict[tuple[TopicPartition, int], Output] = {}
         """Exactly-once: dead letters for records whose output aborted a transaction, used on re-read."""
         self._aborts = 0
@@ -103,6 +107,10 @@ class OutputStage:
             log.debug("verdict", event_id=body.event_id, tenant_id=body.tenant_id, unsafe=body.unsafe)
         self._ledger.complete(tp, offset, Output(topic, key, body, tp, offset))
 
+    def prepare_topic(self, topic: str) -> None:
+        """A record routed to ``topic`` was read: have the topic created, off this thread, by its output."""
+        self._sink.topics.prepare(topic)
+
     @property
     def in_flight(self) -> int:
         """Records polled whose offsets are not committable yet."""
@@ -118,8 +126,13 @@ class OutputStage:
         """Take broker acks, produce what is releasable, commit when due. Never blocks for long."""
         self._take_deliveries()
         ready = [output for _, _, output in self._ledger.releasable()]
-        if ready and self.exactly_once:
-            self._release_transaction(ready)
+        if self.exactly_once:
+            # Held, not sent, while a topic they go to is being created: a send would only abort.
+            self._held += ready
+            topics = {self._settings.dlq_topic, *(output.topic for output in self._held)}
+            if self._held and not any(self._sink.topics.pending(topic) for topic in topics):
+                held, self._held = self._held, []
+                self._release_transaction(held)
         else:
             for output in [*self._retries.due(), *ready]:
                 self._send(output)
@@ -130,11 +143,11 @@ class OutputStage:
         if error is not None:
             self._refused(output, error)
 
-    def _refused(self, output: Output, error: BaseException) -> None:
-        """At-least-once: retry a retriable refusal later; else answer the record with a dead letter."""
+    def _refused(self, output: Output, error: BaseException, *, suspect: bool = False) -> None:
+        """At-least-once: retry a retriable (or suspect) refusal later; else answer with a dead letter."""
         self.produce_failures += 1
         what = {"event_id": output.body.event_id, "tenant_id": output.body.tenant_id, "topic": output.topic}
-        if is_retriable(error) and self._retries.schedule(output):
+        if not self._retries.permanent(output, error, suspect=suspect) and self._retries.schedule(output):
             log.warning("produce_retry", **what, error=f"{type(error).__name__}: {error}")
             self._metrics.produce_retry()
             return
@@ -155,7 +168,9 @@ class OutputStage:
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions left this consumer: forget their records (the next owner re-reads the uncommitted)."""
-        self._ledger.revoke(tps)
+        lost = set(tps)
+        self._ledger.revoke(lost)
+        self._held = [output for output in self._held if output.source not in lost]
         self._retries.forget()  # a re-send answering a revoked record would be acked into nothing
 
     def close(self) -> None:
@@ -165,48 +180,80 @@ class OutputStage:
         """One transaction: every output (or its dead letter) and the offsets they answer, or nothing."""
         positions = self._ledger.released_positions()
         sent: list[Output] = []
+        learned = 0
         try:
             self._sink.begin()
             for output in outputs:
-                output = self._replacements.pop((output.source, output.source_offset), output)  # type: ignore[arg-type]
+                # Kept until committed: an aborted transaction must not forget a judged refusal.
+                output = self._replacements.get((output.source, output.source_offset), output)  # type: ignore[arg-type]
                 error = self._sink.try_send(output)
+                if error is not None and self._sink.failed:  # an earlier send's refusal, not this output's
+                    raise as_kafka_error(error)
                 if error is not None and not is_retriable(error):
                     log.error("produce_failed_dead_letter", event_id=output.body.event_id, error=str(error))
                     output = produce_failed_letter(output, error, self._settings.dlq_topic)
                     error = self._sink.try_send(output)
                 if error is not None:
-                    raise error
+                    raise as_kafka_error(error)
                 sent.append(output)
+            refused = [d for d in self._sink.settle(sent) if d.error is not None]
+            if refused:
+                learned = self._note_replacements(refused)
+                raise as_kafka_error(refused[0].error or KafkaError("send refused"))
             self._sink.commit(positions, self._consumer.group_metadata())
         except (KafkaError, OutputUnwritable) as exc:
-            self._abort(exc)
+            self._abort(exc, learned=learned)
             return
         self._aborts = 0
+        for output in sent:
+            self._retries.done(output)
+            self._replacements.pop((output.source, output.source_offset), None)  # type: ignore[arg-type]
         self._ledger.ack_released()
         self._mark_committed(self._ledger.committable())
         self._count(sent)
 
-    def _abort(self, exc: BaseException) -> None:
-        """Abort, note dead letters for outputs the broker refused for good, re-read from the commits."""
+    def _abort(self, exc: BaseException, *, learned: int = 0) -> None:
+        """Abort, note dead letters for outputs the broker refused for good, re-read from the commits.
+
+        Only an abort that taught nothing (no refusal newly judged) counts towards ``MAX_ABORTS``: each
+        record is judged at most twice, so a run of refusals ends, and one abort per refused record
+        (kafka-python refuses every later send of a transaction after the first refusal) is no spin.
+        """
         self.produce_failures += 1
-        self._aborts += 1
         log.error("transaction_aborted", worker=self._worker_id, error=f"{type(exc).__name__}: {exc}")
         try:
             self._sink.abort()
         except KafkaError as abort_error:  # fatal state, or the abort hung: the new producer fences the old
             log.warning("transaction_abort_failed", worker=self._worker_id, error=str(abort_error))
-        # Always a fresh producer after an abort: kafka-python's transactional producer, once a batch was
-        # refused, was seen to hang its next commit. Aborts are rare; init_transactions costs well under 1 s.
+        # Always a fresh producer after an abort: one whose commit or abort timed out may still hold a
+        # transaction open (a fresh one with the same id fences it). Aborts are rare; init_transactions
+        # costs well under 1 s.
         self._sink.renew_if_failed(force=True)
-        for delivery in self._sink.deliveries():
-            if delivery.error is not None and not is_retriable(delivery.error):
-                letter = produce_failed_letter(delivery.output, delivery.error, self._settings.dlq_topic)
-                self._replacements[(letter.source, letter.source_offset)] = letter  # type: ignore[index]
+        learned += self._note_replacements(self._sink.deliveries())
+        if not learned:
+            self._aborts += 1
         self._metrics.forget(self._ledger.partitions())
         self._ledger.revoke(self._ledger.partitions())
         self._on_abort()
         if isinstance(exc, OutputUnwritable) or self._aborts >= MAX_ABORTS:
             raise OutputUnwritable(f"{self._aborts} transactions aborted in a row; last: {exc}") from exc
+
+    def _note_replacements(self, deliveries: list[Delivery]) -> int:
+        """Outputs the broker refused for good get a dead letter, sent in their place once re-read; returns
+        how many refusals were newly judged (a suspect verdict doubted, a dead letter noted)."""
+        learned = 0
+        for delivery in deliveries:
+            output, error = delivery.output, delivery.error
+            if error is None or is_retriable(error):
+                continue
+            key = (output.source, output.source_offset)
+            if self._retries.permanent(output, error, suspect=delivery.suspect):
+                letter = produce_failed_letter(output, error, self._settings.dlq_topic)
+                learned += key not in self._replacements
+                self._replacements[key] = letter  # type: ignore[index]
+            elif not isinstance(output.body, DeadLetter):
+                learned += 1  # a suspect verdict's first refusal: believed the next time
+        return learned
 
     def _take_deliveries(self) -> None:
         for delivery in self._sink.deliveries():
@@ -218,7 +265,7 @@ class OutputStage:
                 self._ledger.ack(output.source, output.source_offset)  # type: ignore[arg-type]
                 self._count([output])
                 continue
-            self._refused(output, delivery.error)
+            self._refused(output, delivery.error, suspect=delivery.suspect)
 
     def _count(self, outputs: list[Output]) -> None:
         for output in outputs:

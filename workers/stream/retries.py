@@ -31,12 +31,35 @@ def is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
 
 
+def as_kafka_error(error: BaseException) -> KafkaError:
+    """A refused send's error as the ``KafkaError`` that aborts a transaction."""
+    return error if isinstance(error, KafkaError) else KafkaError(f"{type(error).__name__}: {error}")
+
+
 class Retries:
     """Outputs waiting for their next attempt, by the input record they answer."""
 
     def __init__(self) -> None:
         self._attempts: dict[tuple[Hashable, int], int] = {}
         self._due: list[tuple[float, Output]] = []
+        self._doubted: set[tuple[Hashable, int]] = set()
+
+    def permanent(self, output: Output, error: BaseException, *, suspect: bool) -> bool:
+        """Whether a refusal is final. A suspect one (a failed producer's error, which kafka-python gives
+        every send in flight) may be another output's: a verdict gets one more try, a dead letter as many
+        as its retries (or the aborts in a row) allow, since judging it wrongly stops the worker."""
+        if is_retriable(error) or (suspect and isinstance(output.body, DeadLetter)):
+            return False
+        return not (suspect and self.second_chance(output))
+
+    def second_chance(self, output: Output) -> bool:
+        """True the first time it is asked for ``output``'s record, False after: a suspect refusal
+        (``Delivery.suspect``) is believed only when the record is refused again."""
+        key = (output.source, output.source_offset)
+        if key in self._doubted:
+            return False
+        self._doubted.add(key)
+        return True
 
     def schedule(self, output: Output) -> bool:
         """Queue a re-send of ``output``; False when it has had its ``MAX_ATTEMPTS``."""
@@ -57,10 +80,12 @@ class Retries:
 
     def done(self, output: Output) -> None:
         self._attempts.pop((output.source, output.source_offset), None)
+        self._doubted.discard((output.source, output.source_offset))
 
     def forget(self) -> None:
         self._attempts.clear()
         self._due.clear()
+        self._doubted.clear()
 
     def __len__(self) -> int:
         return len(self._due)

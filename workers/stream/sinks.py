@@ -25,11 +25,12 @@ from schemas.verdicts import DeadLetter, OutputTooLarge, Verdict
 from workers.clients import kafka as kafka_clients
 from workers.logging import get_logger
 from workers.settings import Settings
+from workers.stream.topics import OutputTopics
 
 log = get_logger(__name__)
 
-BAD_TOPIC_RETRY_S = 30.0
-"""A topic that could not be created is tried again after this; until then its outputs fail at once."""
+TOPIC_WAIT_S = 30.0
+"""``send`` (the backfill's ``--to-kafka``, no poll loop) waits this long for a new topic to be created."""
 
 TRANSACTION_TIMEOUT_S = 10.0
 """Longest a transaction's commit or abort may block the poll thread; kafka-python's own waits are unbounded
@@ -53,10 +54,15 @@ class Output:
 
 @dataclass(frozen=True)
 class Delivery:
-    """The broker's answer for one output: ``error`` is None when it was acknowledged."""
+    """The broker's answer for one output: ``error`` is None when it was acknowledged.
+
+    ``suspect``: the error came back from a producer in a failed state. kafka-python then fails every send
+    in flight with the error of the one send that failed it, so the error may not be this output's own.
+    """
 
     output: Output
     error: BaseException | None = None
+    suspect: bool = False
 
 
 class VerdictSink(Protocol):
@@ -79,8 +85,7 @@ class KafkaSink:
     def __init__(self, settings: Settings, *, transactional_id: str | None = None) -> None:
         self._settings = settings
         self._deliveries: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        self._known_topics: set[str] = set()
-        self._bad_topics: dict[str, tuple[float, BaseException]] = {}
+        self.topics = OutputTopics(settings)
         self._transactional_id = transactional_id
         self.transactional = transactional_id is not None
         self._producer = self._new_producer()
@@ -101,8 +106,7 @@ class KafkaSink:
         dead letter through.
         """
         manager = getattr(self._producer, "_transaction_manager", None)
-        failed = manager is not None and (manager.has_fatal_error() or manager.has_abortable_error())
-        if not (failed or force):
+        if not (self.failed or force):
             return False
         log.warning("producer_renewed", error=str(manager.last_error) if manager else "", forced=force)
         old, self._producer = self._producer, self._new_producer()
@@ -112,37 +116,39 @@ class KafkaSink:
             log.warning("producer_close_failed", error=str(exc))
         return True
 
+    @property
+    def failed(self) -> bool:
+        """The producer is in a failed state: it refuses every send until renewed (or, in a transaction,
+        until the transaction is aborted)."""
+        return _failed(self._producer)
+
     def send(self, output: Output) -> None:
         """Queue one output; its ``Delivery`` appears in ``deliveries()`` once the broker answers (or at once,
         with the error, if it cannot even be queued)."""
+        self.topics.wait(output.topic, TOPIC_WAIT_S)  # no poll loop to come back from here
         error = self.try_send(output)
         if error is not None:
             self._deliveries.put(Delivery(output, error))
 
     def try_send(self, output: Output) -> BaseException | None:
-        """``send``, but returns the error when the output cannot even be queued (its topic cannot be
-        created, it is too large): the caller decides between a retry and a dead letter, so one tenant's
-        unusable verdict topic costs that tenant's verdicts, not the stream.
+        """``send``, but never waits for a topic, and returns the error when the output cannot even be
+        queued (its topic is being created — ``TopicPending``, retriable — or cannot be created, it is too
+        large): the caller decides between a retry and a dead letter, so one tenant's unusable verdict
+        topic costs that tenant's verdicts, not the stream.
         """
-        failed = self._bad_topics.get(output.topic)
-        if failed is not None and time.monotonic() - failed[0] < BAD_TOPIC_RETRY_S:
-            return failed[1]
-        try:
-            if output.topic not in self._known_topics:
-                kafka_clients.ensure_topics(self._settings, [output.topic])
-                self._known_topics.add(output.topic)
-                self._bad_topics.pop(output.topic, None)
-        except KafkaError as exc:
-            self._bad_topics[output.topic] = (time.monotonic(), exc)
-            log.error("topic_unavailable", topic=output.topic, error=f"{type(exc).__name__}: {exc}")
-            return exc
+        topic_error = self.topics.check(output.topic)
+        if topic_error is not None:
+            return topic_error
+        if not self.transactional:
+            self.renew_if_failed()  # a failed producer refuses every send: never let it judge this one
+        producer = self._producer
         try:
             value = output.value(self._settings.max_output_bytes)
-            future = self._producer.send(output.topic, key=output.key, value=value)
+            future = producer.send(output.topic, key=output.key, value=value)
         except (KafkaError, OutputTooLarge) as exc:
             return exc
         future.add_callback(lambda _meta: self._deliveries.put(Delivery(output)))
-        future.add_errback(lambda exc: self._deliveries.put(Delivery(output, exc)))
+        future.add_errback(lambda exc: self._deliveries.put(Delivery(output, exc, _failed(producer))))
         return None
 
     def deliveries(self) -> list[Delivery]:
@@ -166,6 +172,32 @@ class KafkaSink:
     def begin(self) -> None:
         self._producer.begin_transaction()
 
+    def settle(self, outputs: list[Output], timeout_s: float = TRANSACTION_TIMEOUT_S) -> list[Delivery]:
+        """Wait, at most ``timeout_s``, for the broker's answer to each of ``outputs``; return those answers.
+
+        A transaction may be committed only once every send in it is acknowledged. kafka-python 3.0.12's
+        ``commit_transaction`` queues its EndTxn before the sends are answered; a refusal arriving after
+        that leaves the commit hanging, and aborting then lets the queued EndTxn(commit) out first: the
+        broker commits the consumer offsets without the outputs (and the abort crashes the producer's I/O
+        thread). Settling first keeps a refused send from ever meeting a commit. Costs nothing extra:
+        ``commit_transaction`` waits for the same acknowledgements.
+        """
+        waiting = {id(output) for output in outputs}
+        answers: list[Delivery] = []
+        deadline = time.monotonic() + timeout_s  # no flush: it can raise "Future not done" on split batches
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaTimeoutError(f"{len(waiting)} sends not answered within {timeout_s:g}s")
+            try:
+                delivery = self._deliveries.get(timeout=left)
+            except queue.Empty:
+                continue
+            if id(delivery.output) in waiting:  # anything else answers an earlier, aborted transaction
+                waiting.discard(id(delivery.output))
+                answers.append(delivery)
+        return answers
+
     def commit(self, positions: dict[Any, int], group_metadata: Any) -> None:
         """Commit the open transaction together with the consumer offsets it answers."""
         offsets = {
@@ -186,6 +218,12 @@ class KafkaSink:
 
     def close(self, timeout_s: float | None = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
+
+
+def _failed(producer: Any) -> bool:
+    """Whether the producer is in kafka-python's fatal or abortable error state (it refuses every send)."""
+    manager = getattr(producer, "_transaction_manager", None)
+    return manager is not None and bool(manager.has_fatal_error() or manager.has_abortable_error())
 
 
 def _bounded(call: Callable[[], None], what: str) -> None:

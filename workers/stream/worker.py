@@ -40,6 +40,7 @@ class StreamWorkerImpl:
         self._pools = pools
         self._worker_id = worker_id
         self._stop = threading.Event()
+        self._leave = threading.Event()
         self._loop: StreamLoop | None = None
         self._final: WorkerStats | None = None
         self._metrics = StreamMetrics(worker_id, max_tenants=settings.metrics_max_tenants)
@@ -62,7 +63,7 @@ class StreamWorkerImpl:
                     self._loop = StreamLoop(
                         self._settings, self._pools, store, worker_id=self._worker_id, metrics=self._metrics
                     )
-                    self._final = combined(self._earlier, self._loop.run(self._stop))
+                    self._final = combined(self._earlier, self._loop.run(self._stop, self._leave))
                 except StreamStopped as exc:
                     self._fatal = str(exc)
                     log.error("stream_worker_stopped", worker=self._worker_id, error=self._fatal)
@@ -103,9 +104,19 @@ class StreamWorkerImpl:
             in_flight=live["in_flight"], running=live["running"], policy_reloads=reloads
         )
 
+    def finish(self, timeout_s: float) -> bool:
+        """Stop polling, finish in-flight batches, produce and commit, but stay in the group; True once
+        done (``drain`` then leaves)."""
+        self._stop.set()
+        loop = self._loop
+        if loop is None or not self._thread.is_alive():
+            return True
+        return loop.drained.wait(timeout_s)
+
     def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Stop polling, finish in-flight batches, produce, commit, leave the group; returns final stats."""
         self._stop.set()
+        self._leave.set()
         self._thread.join(timeout=timeout_s)
         if self._thread.is_alive():
             log.warning("stream_worker_drain_timeout", worker=self._worker_id)

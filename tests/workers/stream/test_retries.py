@@ -65,3 +65,25 @@ def test_refused_dead_letter_stops_the_worker() -> None:
     letter = produce_failed_letter(verdict_output(), MessageSizeTooLargeError(), "guard.dlq")
     with pytest.raises(OutputUnwritable, match="could not be produced"):
         produce_failed_letter(letter, MessageSizeTooLargeError(), "guard.dlq")
+
+
+def test_a_suspect_refusal_gets_one_second_chance_per_record() -> None:
+    queue, output = Retries(), verdict_output()
+    other = Output(output.topic, output.key, output.body, TP, 18)
+    assert queue.second_chance(output)
+    assert not queue.second_chance(output)  # refused again: now it is believed
+    assert queue.second_chance(other)  # each record has its own
+    queue.done(output)
+    assert queue.second_chance(output)  # delivered since: a later refusal is doubted afresh
+
+
+def test_a_failed_producers_error_is_believed_for_a_verdict_only_the_second_time() -> None:
+    queue, output = Retries(), verdict_output()
+    refused = MessageSizeTooLargeError()
+    assert not queue.permanent(output, NotLeaderForPartitionError(), suspect=False)  # retriable
+    assert queue.permanent(output, refused, suspect=False)  # the broker's own answer for this output
+    assert not queue.permanent(output, refused, suspect=True)  # maybe another send's refusal
+    assert queue.permanent(output, refused, suspect=True)
+    letter = produce_failed_letter(output, refused, "guard.dlq")
+    assert not any(queue.permanent(letter, refused, suspect=True) for _ in range(3))  # bounded elsewhere
+    assert queue.permanent(letter, refused, suspect=False)
