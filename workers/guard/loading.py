@@ -142,10 +142,14 @@ def infer_prompt_format(spec: ModelSpec, checkpoint: Path) -> Generation:
 
 
 def quiet_transformers() -> None:
-    """No per-tensor "Loading weights" progress bar: it would break every command's live output."""
+    """No per-tensor "Loading weights" progress bar and no peft FutureWarning about transformers' renamed
+    ``is_gradient_checkpointing`` on every adapter load: both would break every command's live output."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _gguf_cache_dir(gguf: Path, settings: Settings) -> Path:
