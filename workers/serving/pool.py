@@ -6,7 +6,10 @@ Tenant policies route by model name (``TenantPolicy.route.model``), so pools are
 Why a plain picklable object holding actor handles rather than another actor in front of the replicas: a
 router actor would add a hop and become the one thing every batch waits on. ``ModelPools`` is created once
 by the driver (``ModelPools.start``) and passed to each stream-worker actor as an argument; every copy
-dispatches directly to the replicas. Batching across workers happens in the replicas themselves.
+dispatches directly to the replicas. Batching across workers happens in the replicas themselves. A copy
+carries the replicas' *names*, not their handles (``__reduce__``), and looks them up where it lands: an
+actor handle among a restartable actor's constructor arguments makes Ray log an error on every start
+(ray-project/ray#53727), and a name still resolves after that replica restarts.
 
 Dispatch is conversation-affine: ``partition`` groups a batch's requests by the replica that owns their
 ``affinity`` (``tenant:conversation``, ``routing.py``), so a conversation's events meet the replica whose
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +59,11 @@ class PendingScore:
 class ModelPools:
     """Replica handles per model name, plus the dispatch, timeout and retry rules around them."""
 
-    def __init__(self, settings: Settings, replicas: dict[str, list[Any]]) -> None:
+    def __init__(
+        self, settings: Settings, replicas: dict[str, list[Any]], names: dict[str, list[str]] | None = None
+    ) -> None:
+        self._settings = settings
+        self._names = names
         self._timeout_s = settings.score_timeout_s
         self._replicas = {name: list(handles) for name, handles in replicas.items()}
         self._outstanding = {name: [0] * len(handles) for name, handles in self._replicas.items()}
@@ -73,17 +81,28 @@ class ModelPools:
         engine_factory: EngineFactory | None = None,
     ) -> ModelPools:
         """Start ``spec.replicas`` actors for every model in ``settings.models`` and wait until all load."""
-        replicas = {
-            name: [start_replica(name, spec, settings, engine_factory) for _ in range(spec.replicas)]
-            for name, spec in settings.models.items()
+        tag = uuid.uuid4().hex[:8]  # several deployments (or tests) may share one Ray cluster
+        names = {
+            model: [f"guardstream-{tag}-{model}-{i}" for i in range(spec.replicas)]
+            for model, spec in settings.models.items()
         }
-        pools = cls(settings, replicas)
+        replicas = {
+            model: [start_replica(model, spec, settings, engine_factory, name=n) for n in names[model]]
+            for model, spec in settings.models.items()
+        }
+        pools = cls(settings, replicas, names)
         try:
             pools.wait_ready(ready_timeout_s)
         except BaseException:
             pools.shutdown()
             raise
         return pools
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle by replica names (module docstring); a copy starts with fresh load and health views."""
+        if self._names is None:
+            return (_rebuild, (self._settings, self._replicas, None, self._labels))
+        return (_rebuild, (self._settings, None, self._names, self._labels))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -256,3 +275,18 @@ class PooledEngine:
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         return self._pools.score(self._model, requests)
+
+
+def _rebuild(
+    settings: Settings,
+    replicas: dict[str, list[Any]] | None,
+    names: dict[str, list[str]] | None,
+    labels: dict[str, str],
+) -> ModelPools:
+    """Unpickle a ``ModelPools``: handles looked up by name in this process's Ray namespace."""
+    if replicas is None:
+        assert names is not None
+        replicas = {model: [ray.get_actor(n) for n in ns] for model, ns in names.items()}
+    pools = ModelPools(settings, replicas, names)
+    pools._labels = dict(labels)
+    return pools

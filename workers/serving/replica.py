@@ -168,7 +168,12 @@ GuardReplica: Any = ray.remote(max_concurrency=1000)(GuardReplicaImpl)  # type: 
 
 
 def start_replica(
-    model_name: str, spec: ModelSpec, settings: Settings, engine_factory: EngineFactory | None = None
+    model_name: str,
+    spec: ModelSpec,
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    *,
+    name: str | None = None,
 ) -> Any:
     """Start one replica actor with the spec's resources and the restart policy.
 
@@ -180,6 +185,7 @@ def start_replica(
         num_gpus=spec.num_gpus,
         max_restarts=settings.replica_max_restarts,
         max_task_retries=settings.replica_max_task_retries,
+        name=name,
     )
     return options.remote(model_name, spec, settings, engine_factory)
 

@@ -54,6 +54,21 @@ def test_pools_travel_to_other_actors(pools: ModelPools) -> None:
         assert [r.request_id for r in results] == [f"w{k}-{i}" for i in range(3)]
 
 
+def test_a_copy_carries_replica_names_not_handles(pools: ModelPools) -> None:
+    """A restartable actor given actor handles in its constructor arguments makes Ray log an error at every
+    start (ray-project/ray#53727); a pickled pool holds only names and resolves them where it lands."""
+    import pickle
+
+    from ray.actor import ActorHandle
+
+    reduced = pools.__reduce__()[1]
+    settings, handles, names, _labels = reduced
+    assert handles is None and not isinstance(settings, ActorHandle)
+    assert {m: len(ns) for m, ns in names.items()} == {"default": 2, "small": 1}
+    copy = pickle.loads(pickle.dumps(pools))
+    assert [r.request_id for r in copy.score("small", make_requests(2, "copy-"))] == ["copy-0", "copy-1"]
+
+
 def test_submit_returns_at_once_and_spreads_over_replicas(pools: ModelPools) -> None:
     pending = [pools.submit("default", make_requests(2, f"s{k}-")) for k in range(6)]
     assert {p.replica for p in pending} == {0, 1}
