@@ -41,6 +41,9 @@ def init_ray(
         )
         log.info("ray_joined", address=settings.ray_address)
         return
+    # Ray turns token auth on for a new local cluster and says so on every start; the choice stays Ray's
+    # (RAY_AUTH_MODE), the notice stays out of every command's output.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # "local" (not None): a RAY_ADDRESS left in the environment must not silently redirect a local run.
     ray.init(
         address="local",
