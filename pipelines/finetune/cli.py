@@ -17,7 +17,7 @@ import typer
 from pipelines.errors import user_errors
 from pipelines.evaluate.rows import EvalRow, read_rows
 from pipelines.finetune.data import AugmentConfig
-from pipelines.finetune.train import TrainConfig
+from pipelines.finetune.train import CaptureBudget, TrainConfig
 
 FORMAT_HELP = (
     "Llama Guard prompt format (default: inferred from --model; the shipped base uses llama-guard-3)."
@@ -78,6 +78,9 @@ def finetune_command(
     capture_budget: Annotated[
         float | None, typer.Option(help="Head trainer: stop capturing after S seconds, train on those.")
     ] = None,
+    capture_examples: Annotated[
+        int | None, typer.Option(min=1, help="Head trainer: stop capturing after N examples (reproducible).")
+    ] = None,
     seed: int = 0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
@@ -120,7 +123,7 @@ def finetune_command(
             rows = without_heldout(rows, heldout_keys(exclude))
         run_finetune(
             rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads,
-            "head" if head else trainer, features, capture_budget,
+            "head" if head else trainer, features, CaptureBudget(capture_budget, capture_examples),
         )  # fmt: skip
 
 
@@ -137,7 +140,7 @@ def run_finetune(
     threads: int | None,
     trainer: str = "full",
     features: Path | None = None,
-    capture_budget: float | None = None,
+    capture_budget: CaptureBudget | None = None,
 ) -> None:
     """Load, augment, encode, train and save; pieces: ``data``, ``train``, ``loop``, ``head``."""
     import torch

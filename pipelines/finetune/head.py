@@ -28,7 +28,7 @@ import structlog
 import torch
 
 from pipelines.finetune.cached import SplitExample, decoder_of, embed, run_prefix, run_suffixes
-from pipelines.finetune.train import TrainConfig
+from pipelines.finetune.train import CaptureBudget, TrainConfig
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,7 @@ class HeadFeatures:
 
 
 def capture(
-    model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: int, budget_s: float | None = None
+    model: Any, data: Sequence[SplitExample], pad_id: int, unsafe_id: int, budget: CaptureBudget | None = None
 ) -> HeadFeatures:
     """One no-grad forward per example (batched per prefix), keeping the answer positions' features."""
     model.eval()
@@ -76,14 +76,14 @@ def capture(
     started = time.monotonic()
     kv_by_prefix: dict[tuple[int, ...], dict[int, Any]] = {}
     # a seeded random order (sorted by length only within runs of 32, for padding), so that a run stopped
-    # by ``budget_s`` has captured an unbiased sample rather than the shortest examples
+    # by ``budget`` has captured an unbiased sample rather than the shortest examples
     shuffled = random.Random(0).sample(range(len(data)), len(data))
     runs = [shuffled[i : i + 32] for i in range(0, len(shuffled), 32)]
     order = [i for run in runs for i in sorted(run, key=lambda i: (data[i].prefix, len(data[i].suffix)))]
     try:
         with torch.no_grad():
             for start in range(0, len(order), 8):
-                if budget_s is not None and time.monotonic() - started > budget_s:
+                if budget is not None and budget.spent(time.monotonic() - started, len(done)):
                     log.warning("head_capture_budget_spent", captured=len(done), total=len(data))
                     break
                 chunk = order[start : start + 8]
@@ -203,7 +203,11 @@ def _digest(data: Sequence[SplitExample]) -> str:
 
 
 def features_for(
-    model: Any, data: Sequence[SplitExample], tokens: Any, path: Path | None, budget_s: float | None = None
+    model: Any,
+    data: Sequence[SplitExample],
+    tokens: Any,
+    path: Path | None,
+    budget: CaptureBudget | None = None,
 ) -> HeadFeatures:
     """Captured features, read from ``path`` when it holds those of exactly ``data`` (else written there)."""
     digest = _digest(data)
@@ -212,7 +216,7 @@ def features_for(
         if saved.pop("digest", None) == digest:
             log.info("head_features_reused", path=str(path))
             return HeadFeatures(**saved)
-    feats = capture(model, data, tokens.pad_id, tokens.unsafe_id, budget_s)
+    feats = capture(model, data, tokens.pad_id, tokens.unsafe_id, budget)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({**feats.__dict__, "digest": digest}, path)
@@ -227,7 +231,7 @@ def train_head_recipe(
     config: TrainConfig,
     out_dir: Path,
     features: Path | None,
-    budget_s: float | None = None,
+    budget: CaptureBudget | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Encode and split as the scorer does, capture (or reuse) features, train; (history, examples)."""
     from pipelines.finetune.loop import split_examples
@@ -235,6 +239,6 @@ def train_head_recipe(
 
     data = split_examples(examples, fmt, tokens, config.max_tokens)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))
-    feats = features_for(model, data, tokens, features, budget_s)
+    feats = features_for(model, data, tokens, features, budget)
     ids = (tokens.safe_id, tokens.unsafe_id)
     return train_head(model, feats, config, out_dir, ids, batch_examples=config.grad_accum), len(feats.weight)

@@ -57,6 +57,22 @@ class TrainConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class CaptureBudget:
+    """When capture stops early (both optional): after ``seconds``, or after ``examples`` examples.
+
+    Either way the captured part is a prefix of one seeded random order, so it is an unbiased sample; a
+    count reproduces exactly on any machine, a time limit does not.
+    """
+
+    seconds: float | None = None
+    examples: int | None = None
+
+    def spent(self, elapsed_s: float, captured: int) -> bool:
+        over_time = self.seconds is not None and elapsed_s > self.seconds
+        return over_time or (self.examples is not None and captured >= self.examples)
+
+
+@dataclass(frozen=True)
 class Encoded:
     """One example as ids: the prompt exactly as scored, then the answer tokens the loss covers."""
 

@@ -118,3 +118,21 @@ def test_verdict_weight_sets_the_verdict_tokens_share_of_each_examples_loss(
         half = float(_loss(adapted, feats, everything, verdict, 0.5))
     assert only == pytest.approx(float(on_verdict), rel=1e-5)
     assert half == pytest.approx(float(0.5 * on_verdict + 0.5 * on_rest), rel=1e-5)
+
+
+def test_a_capture_limited_by_count_takes_a_prefix_of_the_seeded_order(
+    adapted: Any, tiny_guard_path: Path
+) -> None:
+    """``--capture-examples N`` keeps the first N of the same seeded order a full capture uses, so a
+    limited run is reproducible and its features are a subset of the full run's."""
+    from transformers import AutoTokenizer
+
+    from pipelines.finetune.train import CaptureBudget
+    from workers.guard.tokens import resolve_tokens
+
+    tokens = resolve_tokens(AutoTokenizer.from_pretrained(tiny_guard_path), FMT)
+    data = _data(tokens) * 4  # 12 examples: two chunks of 8 would be captured without the limit
+    full = capture(adapted, data, tokens.pad_id, tokens.unsafe_id)
+    some = capture(adapted, data, tokens.pad_id, tokens.unsafe_id, CaptureBudget(examples=8))
+    assert len(full.weight) == 12 and len(some.weight) == 8
+    assert torch.equal(some.residual, full.residual[: len(some.residual)])
