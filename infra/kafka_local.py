@@ -52,8 +52,15 @@ def render_server_properties(
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints).
+
+    Never starting with ``-``: like Kafka's own ``Uuid.randomUuid``, because ``kafka-storage format
+    --cluster-id -x…`` reads such an id as an option and refuses to format (1 fresh start in 32 failed).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def classpath() -> str:
