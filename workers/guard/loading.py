@@ -14,6 +14,7 @@ the checkpoint (config ``_name_or_path`` or the file/directory name), else ``Pro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -164,6 +165,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
     log.info("gguf_converting", gguf=str(gguf), cache=str(target))
     quiet_transformers()
+    # transformers' GGUF reader draws its own plain-tqdm bar (not behind its logging switch); on a fresh
+    # machine it would be the first thing `make demo` prints. The log line above says what happens.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    if hasattr(gguf_utils, "tqdm"):
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
     kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
