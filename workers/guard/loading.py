@@ -169,8 +169,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     # machine it would be the first thing `make demo` prints. The log line above says what happens.
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    if hasattr(gguf_utils, "tqdm"):
-        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
+    if hasattr(gguf_utils, "tqdm") and not isinstance(gguf_utils.tqdm, functools.partial):
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)  # once per process
     kwargs: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
