@@ -35,6 +35,7 @@ from workers.policies.base import PolicyStore
 from workers.settings import Settings
 from workers.stream.items import Item, Pools, WorkerStats
 from workers.stream.microbatch import MicroBatcher
+from workers.stream.outage import BrokerOutage
 from workers.stream.output import Body, OutputStage
 from workers.stream.rebalance import Rebalance
 from workers.stream.scoring import InFlight, Scoring
@@ -76,6 +77,7 @@ class StreamLoop:
             settings, self._consumer, worker_id=worker_id, on_abort=self._rewind, metrics=self._metrics
         )
         self._paused = False
+        self._outage = BrokerOutage(worker_id)
         self._rebalance = Rebalance(
             settings,
             self._consumer,
@@ -178,10 +180,12 @@ class StreamLoop:
             polled = self._consumer.poll(timeout_ms=timeout_ms)
         except Exception as exc:
             failure = failed_batch(exc)
-            if failure is None:
+            if failure is not None:
+                self._skip_batch(failure)
+            elif not self._outage.absorb(exc):
                 raise
-            self._skip_batch(failure)
             return
+        self._outage.polled()
         for tp, records in polled.items():
             for record in records:
                 self._intake(tp, record)

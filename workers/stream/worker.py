@@ -57,6 +57,7 @@ class StreamWorkerImpl:
         from workers.policies.redis_store import RedisPolicyStore
 
         store = self._store = RedisPolicyStore(self._settings)
+        last_failure = ""
         try:
             while not self._stop.is_set():
                 try:
@@ -70,7 +71,14 @@ class StreamWorkerImpl:
                     self._final = combined(self._earlier, self._loop.stats()) if self._loop else self._earlier
                     return
                 except Exception as exc:
-                    log.exception("stream_loop_failed_restarting", worker=self._worker_id)
+                    failure = f"{type(exc).__name__}: {exc}"
+                    if failure != last_failure:
+                        log.exception("stream_loop_failed_restarting", worker=self._worker_id)
+                    else:  # the same failure again: one line, not another multi-kilobyte traceback
+                        log.error(
+                            "stream_loop_failed_restarting", worker=self._worker_id, error=failure, again=True
+                        )
+                    last_failure = failure
                     self._metrics.consumer_rebuilt()
                     if self._loop is not None:
                         self._earlier = combined(self._earlier, self._loop.stats())
