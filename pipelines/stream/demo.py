@@ -222,8 +222,9 @@ def demo_command(
     from infra import local
     from infra.ray_runtime import init_ray, shutdown_ray
 
-    # The live table is the demo's output; the actors' info lines would scroll it away.
-    settings = get_settings().model_copy(update={"log_format": "console", "log_level": "warning"})
+    # The live table is the demo's output; the actors' lines would scroll it away. Dead letters are in the
+    # table, so only errors are logged.
+    settings = get_settings().model_copy(update={"log_format": "console", "log_level": "error"})
     configure_logging(settings.log_format, settings.log_level)
     console = Console()
     with user_errors():

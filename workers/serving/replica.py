@@ -26,7 +26,7 @@ import ray
 
 from workers.engine import Engine, ScoreRequest, ScoreResult
 from workers.errors import ScoringError
-from workers.logging import get_logger
+from workers.logging import configure_logging, get_logger
 from workers.metrics.replica import ReplicaMetrics
 from workers.metrics.snapshot import MetricsSnapshot
 from workers.settings import ModelSpec, Settings
@@ -62,6 +62,8 @@ class GuardReplicaImpl:
         settings: Settings,
         engine_factory: EngineFactory | None = None,
     ) -> None:
+        # An actor process starts with structlog's defaults; the command's format and level apply here too.
+        configure_logging(settings.log_format, settings.log_level)
         self._pool_name = model_name
         self._engine = (engine_factory or _local_engine)(spec, settings)
         self._max_batch = settings.replica_max_batch
