@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import structlog
 from kafka.errors import CommitFailedError, KafkaConnectionError, NodeNotReadyError
 from structlog.testing import capture_logs
 
+from workers.logging import configure_logging
 from workers.stream import outage
 from workers.stream.outage import BrokerOutage
 
@@ -13,6 +17,15 @@ from workers.stream.outage import BrokerOutage
 @pytest.fixture(autouse=True)
 def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outage, "RETRY_WAIT_S", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def info_level() -> Iterator[None]:
+    """Info lines logged, whatever level an earlier test (the demo logs only errors) left configured."""
+    saved = structlog.get_config()
+    configure_logging("json", "info")
+    yield
+    structlog.configure(**saved)
 
 
 def test_retriable_poll_errors_are_absorbed_and_logged_once_each_way() -> None:
