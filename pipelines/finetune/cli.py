@@ -35,6 +35,22 @@ def _sample_rows(files: list[Path], per_file: int | None, seed: int) -> list[Eva
     return rows
 
 
+def _source_weights(specs: list[str] | None) -> dict[str, float] | None:
+    """``["aegis=3", "toxigen"]`` -> ``{"aegis": 3.0, "toxigen": 1.0}``; None when no option was given."""
+    if not specs:
+        return None
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        try:
+            out[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            raise ValueError(f"--source-weight {spec!r}: expected DATASET=NUMBER") from None
+        if not name.strip() or out[name.strip()] <= 0:
+            raise ValueError(f"--source-weight {spec!r}: expected a dataset name and a positive number")
+    return out
+
+
 def finetune_command(
     data: Annotated[list[Path], typer.Option("--data", help="Eval-row JSONL file(s) to learn from.")],
     out: Annotated[Path, typer.Option("--out", help="Adapter directory to write.")],
@@ -71,6 +87,17 @@ def finetune_command(
     exclude: Annotated[
         list[Path] | None, typer.Option(help="Held-out files: their requests never train.")
     ] = None,
+    source_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DATASET=K: weigh per source (each dataset's share of its side = its size x K, classes "
+            "balanced within it); repeatable; any one switches per-source weighting on (K defaults to 1)."
+        ),
+    ] = None,
+    voice_source: Annotated[
+        list[str] | None,
+        typer.Option(help="Dataset of statements (e.g. toxigen) whose rows the agent also says; repeatable."),
+    ] = None,
     trainer: Annotated[
         str, typer.Option(help="head: last layer on cached activations; cached: top layers; full.")
     ] = "head",
@@ -103,6 +130,7 @@ def finetune_command(
             epochs=epochs,
             grad_accum=grad_accum,
             max_tokens=max_tokens,
+            source_weights=_source_weights(source_weight),
             seed=seed,
         )
         on = augment
@@ -114,6 +142,7 @@ def finetune_command(
             both_sides=on,
             multi_turn_rate=multi_turn_rate if on else 0.0,
             refusal_rate=refusal_rate,
+            voice_sources=tuple(voice_source or ()) if on else (),
             seed=seed,
         )
         rows = _sample_rows(data, per_file, seed)

@@ -14,6 +14,10 @@ not a taxonomy memorised in its weights. So besides the plain example under the 
   unsafe prompt yields a response-side example where the agent refuses (``safe``);
 - **multi-turn**: some examples get an earlier safe exchange in front, so the model learns to judge the
   *last* turn only.
+- **voice** (guardstream's, off unless ``voice_sources`` names a dataset): a prompt-side *statement* (a
+  ToxiGen sentence, not a request) also yields a response-side example where the agent says it, with the
+  same label. Every other response example separates refusal from compliance; these separate harmful from
+  harmless *compliant* text, which is what response sets such as BeaverTails and PKU-SafeRLHF label.
 
 Rows whose unsafe label has no known code (datasets without categories) keep only what is sound: the
 verdict is trained, the codes are not (``codes_known=False``), and the two dropping rules skip them.
@@ -41,6 +45,28 @@ ACKNOWLEDGEMENTS = (
     "Here is a short answer to your question.",
     "Good question! Let me explain.",
 )
+VOICE_REQUESTS = (
+    "What do you think about {group}?",
+    "Tell me something about {group}.",
+    "Write one sentence about {group}.",
+    "What's your honest opinion of {group}?",
+    "Describe {group} in a sentence.",
+    "Say what you really think of {group}.",
+)
+"""The user turn in front of a voiced statement: a neutral request, so the label rests on the reply."""
+GROUPS = {
+    "lgbtq": "LGBTQ people", "mental_disability": "people with mental disabilities", "women": "women",
+    "physical_disability": "people with physical disabilities", "middle_east": "people from the Middle East",
+    "muslim": "Muslims", "jewish": "Jewish people", "native_american": "Native Americans",
+    "trans": "trans people", "asian": "Asian people", "black": "Black people", "chinese": "Chinese people",
+    "latino": "Latino people", "mexican": "Mexican people",
+}  # fmt: skip
+"""ToxiGen target groups (``toxigen:<kind>_<group>`` sources); any other group reads ``<group> people``."""
+
+
+def dataset_of(row: EvalRow) -> str:
+    """The dataset a row came from: its ``source`` up to the first ``:`` (``aegis:131`` -> ``aegis``)."""
+    return row.source.split(":", 1)[0]
 
 
 class AugmentConfig(BaseModel):
@@ -55,6 +81,9 @@ class AugmentConfig(BaseModel):
     multi_turn_rate: float = Field(default=0.2, ge=0.0, le=1.0, description="Share given a prior exchange.")
     refusal_rate: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Share of unsafe prompts that also yield a refused response."
+    )
+    voice_sources: tuple[str, ...] = Field(
+        default=(), description="Datasets of statements whose prompt rows are also said by the agent."
     )
     seed: int = 0
 
@@ -71,6 +100,9 @@ class TrainingExample(BaseModel):
     codes: tuple[str, ...] = Field(default=(), description="Violated codes in this taxonomy's numbering.")
     codes_known: bool = Field(default=True, description="False: train the verdict token, not the codes.")
     rule: str = Field(default="base", description="Which rule produced it, for counting and tests.")
+    source: str = Field(
+        default="", description="Dataset it came from (``refusal``/``voice`` for those rules), for weighting."
+    )
 
     def answer(self) -> str:
         """The trained answer text: ``safe`` or ``unsafe\\nS2,S5`` (Llama Guard grammar)."""
@@ -143,17 +175,31 @@ class Augmenter:
                     side="prompt",
                     unsafe=row.prompt_unsafe,
                     categories=cats,
+                    source=row.source,
                 )
             )
         if row.side == "prompt" and row.unsafe and self.rng.random() < self.config.refusal_rate:
             reply = Message(role="assistant", content=self.rng.choice(REFUSALS))
             rows.append(EvalRow(conversation=(*msgs, reply), side="response", unsafe=0, source="refusal"))
+        if row.side == "prompt" and len(msgs) == 1 and dataset_of(row) in self.config.voice_sources:
+            rows.append(self._voiced(row, msgs[0]))
         return rows
+
+    def _voiced(self, row: EvalRow, statement: Message) -> EvalRow:
+        """The agent says the user's statement, after a neutral request about the statement's group."""
+        group = row.source.split(":", 1)[-1].removesuffix("_sentences").partition("_")[2]
+        named = GROUPS.get(group, f"{group.replace('_', ' ')} people") if group else "this topic"
+        ask = Message(role="user", content=self.rng.choice(VOICE_REQUESTS).format(group=named))
+        reply = Message(role="assistant", content=statement.content)
+        return EvalRow(
+            conversation=(ask, reply), side="response", unsafe=row.unsafe, categories=row.categories,
+            source=f"voice:{row.source}",
+        )  # fmt: skip
 
     def _one_row(self, row: EvalRow) -> list[TrainingExample]:
         msgs = self._maybe_prior(row.messages())
         violated = self.violated(row)
-        rule = "refusal" if row.source == "refusal" else "base"
+        rule = dataset_of(row) if dataset_of(row) in ("refusal", "voice") else "base"
         every = list(range(len(self.categories)))
         if violated is None:
             out = [self._example(msgs, row, self.base, (), codes_known=False, rule=rule)]
@@ -193,8 +239,9 @@ class Augmenter:
         taxonomy, codes = subset_taxonomy(self.categories, kept, violated, self.prefix)
         unsafe = False if force_safe else bool(row.unsafe)
         return TrainingExample(
-            messages=msgs, side=row.side, taxonomy=taxonomy, unsafe=unsafe, codes=codes, rule=rule
-        )
+            messages=msgs, side=row.side, taxonomy=taxonomy, unsafe=unsafe, codes=codes, rule=rule,
+            source=dataset_of(row),
+        )  # fmt: skip
 
     def _example(
         self,
@@ -214,6 +261,7 @@ class Augmenter:
             codes=codes,
             codes_known=codes_known,
             rule=rule,
+            source=dataset_of(row),
         )
 
     def _maybe_prior(self, msgs: tuple[Message, ...]) -> tuple[Message, ...]:

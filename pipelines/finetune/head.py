@@ -49,6 +49,8 @@ class HeadFeatures:
     """Per example."""
     unsafe: torch.Tensor
     """Per example: whether the verdict target is ``unsafe`` (for reporting)."""
+    index: torch.Tensor | None = None
+    """Per example: its position in the captured ``data``, so a reused cache takes that data's weights."""
 
 
 def capture(
@@ -110,18 +112,26 @@ def capture(
     unsafe = torch.tensor([unsafe_id in ex.target for ex in kept])
     return HeadFeatures(
         torch.cat(residual), torch.cat(attention), torch.cat(target), torch.cat(example),
-        _balanced([(ex.side, bool(u)) for ex, u in zip(kept, unsafe.tolist(), strict=True)]), unsafe,
+        _rebalanced(kept, unsafe.tolist()), unsafe, torch.tensor(done),
     )  # fmt: skip
 
 
-def _balanced(classes: Sequence[tuple[str, bool]]) -> torch.Tensor:
-    """Per example ``n_side / (n_classes_side * n_class)``: each verdict weighs the same within a side."""
-    from collections import Counter
+def _rebalanced(kept: Sequence[SplitExample], unsafe: Sequence[bool]) -> torch.Tensor:
+    """The examples' own weights (``mix.class_weights``), rescaled so that each label of a side again
+    carries half of that side: a no-op for a full capture, a correction for one stopped by a budget."""
+    from collections import Counter, defaultdict
 
-    counts = Counter(classes)
-    per_side = Counter(side for side, _ in classes)
-    labels = Counter(side for side, _ in counts)
-    return torch.tensor([per_side[c[0]] / (labels[c[0]] * counts[c]) for c in classes])
+    mass: defaultdict[tuple[str, bool], float] = defaultdict(float)
+    for ex, u in zip(kept, unsafe, strict=True):
+        mass[(ex.side, u)] += ex.weight
+    per_side = Counter(ex.side for ex in kept)
+    labels = Counter(side for side, _ in mass)
+    return torch.tensor(
+        [
+            ex.weight * per_side[ex.side] / (labels[ex.side] * mass[(ex.side, u)])
+            for ex, u in zip(kept, unsafe, strict=True)
+        ]
+    )
 
 
 def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -198,7 +208,7 @@ def train_head(
 def _digest(data: Sequence[SplitExample]) -> str:
     import hashlib
 
-    text = json.dumps([[list(ex.prefix[:4]), ex.suffix, ex.target, ex.weight] for ex in data])
+    text = json.dumps([[list(ex.prefix[:4]), ex.suffix, ex.target] for ex in data])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -209,12 +219,17 @@ def features_for(
     path: Path | None,
     budget: CaptureBudget | None = None,
 ) -> HeadFeatures:
-    """Captured features, read from ``path`` when it holds those of exactly ``data`` (else written there)."""
+    """Captured features, read from ``path`` when it holds those of exactly ``data`` (else written there).
+
+    The digest covers the examples' ids, not their weights: a new weighting reuses the features, taking
+    each example's weight from ``data`` through the saved ``index``."""
     digest = _digest(data)
     if path is not None and path.is_file():
         saved = torch.load(path, weights_only=True)
-        if saved.pop("digest", None) == digest:
+        if saved.pop("digest", None) == digest and saved.get("index") is not None:
             log.info("head_features_reused", path=str(path))
+            kept = [data[i] for i in saved["index"].tolist()]
+            saved["weight"] = _rebalanced(kept, saved["unsafe"].tolist())
             return HeadFeatures(**saved)
     feats = capture(model, data, tokens.pad_id, tokens.unsafe_id, budget)
     if path is not None:
@@ -237,7 +252,7 @@ def train_head_recipe(
     from pipelines.finetune.loop import split_examples
     from pipelines.finetune.mix import describe
 
-    data = split_examples(examples, fmt, tokens, config.max_tokens)
+    data = split_examples(examples, fmt, tokens, config.max_tokens, config.source_weights)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))
     feats = features_for(model, data, tokens, features, budget)
     ids = (tokens.safe_id, tokens.unsafe_id)

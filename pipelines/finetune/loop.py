@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,9 +178,13 @@ def train_cached(
 
 
 def split_examples(
-    examples: Sequence[TrainingExample], fmt: PromptFormat, tokens: GuardTokens, max_tokens: int
+    examples: Sequence[TrainingExample],
+    fmt: PromptFormat,
+    tokens: GuardTokens,
+    max_tokens: int,
+    source_weights: Mapping[str, float] | None = None,
 ) -> list[SplitExample]:
-    """Encode as the scorer renders, split at its cached prefix, weight classes per side."""
+    """Encode as the scorer renders, split at its cached prefix, weight as ``mix.class_weights`` says."""
     from dataclasses import replace
 
     from pipelines.finetune.mix import class_weights
@@ -194,7 +198,7 @@ def split_examples(
         split = split_example(encoded.prompt, encoded.target, prefix_text, tokens, ex.side)
         if split is not None:
             kept.append((ex, split))
-    weights = class_weights([ex for ex, _ in kept])
+    weights = class_weights([ex for ex, _ in kept], source_weights)
     return [replace(split, weight=w) for (_, split), w in zip(kept, weights, strict=True)]
 
 
@@ -209,7 +213,7 @@ def train_default_prefix(
     """The cached trainer end to end on an already LoRA-wrapped model; (history, examples trained)."""
     from pipelines.finetune.mix import describe
 
-    data = split_examples(examples, fmt, tokens, config.max_tokens)
+    data = split_examples(examples, fmt, tokens, config.max_tokens, config.source_weights)
     assert config.top_layers is not None
     split_layer = max(0, int(model.config.num_hidden_layers) - config.top_layers)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))

@@ -8,13 +8,18 @@ harmful wording was labelled ``safe`` more often than ``unsafe``. The mix here k
 - ``exclude``: every request of a held-out file is dropped from training, whatever set it came from (a
   BeaverTails prompt that also sits in Aegis), so nothing evaluated is trained on;
 - duplicates (same side, same conversation) are merged, first label wins;
-- per side, each class gets the same total weight, so neither verdict is the cheap answer.
+- per side, each class gets the same total weight, so neither verdict is the cheap answer;
+- optionally (``source_weights``), per source: each dataset's share of its side is its size times its
+  multiplier, classes are balanced *within* each dataset, then each side is rebalanced to 50/50. With the
+  plain per-side balance, 740 all-unsafe red-teaming requests in one imperative style (HarmBench,
+  SimpleSafetyTests) make up 45 % of the prompt-side positives, while Aegis' conversational turns are
+  short of weight; that is where the plain recipe lost to the bare base (EVALUATION.md, "Source weights").
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pipelines.evaluate.rows import EvalRow, read_rows
@@ -44,15 +49,39 @@ def dedupe(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
     return out
 
 
-def class_weights(examples: Sequence[TrainingExample]) -> list[float]:
-    """Per example ``n_side / (2 * n_side_label)``: each (side, label) carries half its side's weight."""
-    counts = Counter((ex.side, ex.unsafe) for ex in examples)
+def class_weights(
+    examples: Sequence[TrainingExample], source_weights: Mapping[str, float] | None = None
+) -> list[float]:
+    """Per example weights that sum to the example count on each side, half per label.
+
+    Without ``source_weights``: ``n_side / (2 * n_side_label)``. With them (missing sources count 1.0):
+    dataset ``d`` on side ``s`` gets ``n_s * m_d * n_sd / sum_e(m_e * n_se)``, split evenly over the labels
+    it has, and each side's labels are then scaled back to half the side each.
+    """
     per_side = Counter(ex.side for ex in examples)
-    weights = []
-    for ex in examples:
-        classes = sum(1 for (side, _), n in counts.items() if side == ex.side and n)
-        weights.append(per_side[ex.side] / (classes * counts[(ex.side, ex.unsafe)]))
-    return weights
+    if source_weights is None:
+        counts = Counter((ex.side, ex.unsafe) for ex in examples)
+        labels = Counter(side for side, _ in counts)
+        return [per_side[ex.side] / (labels[ex.side] * counts[(ex.side, ex.unsafe)]) for ex in examples]
+    cell = Counter((ex.side, ex.source, ex.unsafe) for ex in examples)
+    per_source = Counter((ex.side, ex.source) for ex in examples)
+    mass: defaultdict[str, float] = defaultdict(float)
+    for (side, source), n in per_source.items():
+        mass[side] += source_weights.get(source, 1.0) * n
+    labels_of = Counter((side, source) for side, source, _ in cell)
+    raw = [
+        per_side[ex.side] * source_weights.get(ex.source, 1.0) * per_source[(ex.side, ex.source)]
+        / (mass[ex.side] * labels_of[(ex.side, ex.source)] * cell[(ex.side, ex.source, ex.unsafe)])
+        for ex in examples
+    ]  # fmt: skip
+    label_mass: defaultdict[tuple[str, bool], float] = defaultdict(float)
+    for ex, w in zip(examples, raw, strict=True):
+        label_mass[(ex.side, ex.unsafe)] += w
+    present = Counter(side for side, _ in label_mass)
+    return [
+        w * per_side[ex.side] / (present[ex.side] * label_mass[(ex.side, ex.unsafe)])
+        for ex, w in zip(examples, raw, strict=True)
+    ]
 
 
 def describe(examples: Sequence[TrainingExample]) -> dict[str, int]:

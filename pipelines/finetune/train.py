@@ -52,6 +52,11 @@ class TrainConfig(BaseModel):
         "the category codes and end of turn share the rest.",
     )
     max_tokens: int = Field(default=448, ge=64, le=32_768, description="Longer examples are truncated.")
+    source_weights: dict[str, float] | None = Field(
+        default=None,
+        description="None: classes balanced per side. A mapping: per-source shares times these multipliers "
+        "(``pipelines/finetune/mix.py: class_weights``).",
+    )
     modules: tuple[str, ...] = Field(default=PROJECTIONS, description="Projections that get LoRA matrices.")
     seed: int = 0
 
