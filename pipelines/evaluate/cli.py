@@ -231,6 +231,7 @@ def register(app: typer.Typer) -> None:
     from pipelines.evaluate.calibrate import register_calibrate
     from pipelines.evaluate.compare import register_compare
     from pipelines.evaluate.datasets import register_commands
+    from pipelines.evaluate.replay import register_replay
     from pipelines.evaluate.split import register_split
 
     group = typer.Typer(help="Evaluate guards on labelled datasets (AUPRC as in the Llama Guard paper).")
@@ -238,5 +239,6 @@ def register(app: typer.Typer) -> None:
     register_commands(group)
     register_split(group)
     register_compare(group)
+    register_replay(group)
     register_calibrate(group)
     app.add_typer(group, name="eval")
