@@ -177,7 +177,7 @@ def register_replay(group: typer.Typer) -> None:
             rows, files = [], []
             for i, path in enumerate(data):
                 size = sizes[i] if len(sizes) == len(data) else (sizes[0] if sizes else None)
-                chosen = sample_rows(read_rows(path), size, seed)
+                chosen = sample_rows(read_rows(path), size or None, seed)
                 rows.extend(chosen)
                 files.extend([path.name] * len(chosen))
             guard, tokens, base = _load_base(model, threads)
