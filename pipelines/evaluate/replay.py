@@ -203,7 +203,12 @@ def register_replay(group: typer.Typer) -> None:
         with user_errors():
             if not features.is_file():
                 raise InputError(f"no features at {features} (run `guardstream eval replay-capture`)")
-            feats = ReplayFeatures(**torch.load(features, weights_only=True))
+            try:
+                feats = ReplayFeatures(**torch.load(features, weights_only=True))
+            except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
+                raise InputError(
+                    f"{features} is not a `replay-capture` file ({type(exc).__name__})"
+                ) from None
             bare, tokens, base_name = _load_base(model, threads)
             if feats.base != base_name:
                 raise InputError(f"{features} was captured with {feats.base}, not {base_name}")

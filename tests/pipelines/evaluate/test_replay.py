@@ -108,3 +108,15 @@ def test_replay_table_applies_the_compare_verdict() -> None:
     (bad,) = replay_table(feats, base=[0.5, 0.5, 0.5, 0.5], guard=[0.1, 0.9, 0.2, 0.8])
     assert good.passed is True and bad.passed is False
     assert good.results["guard"].auprc == pytest.approx(1.0)
+
+
+def test_replay_refuses_a_file_that_is_not_a_capture(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    bad = tmp_path / "bad.pt"
+    bad.write_text("{not a capture", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", "replay", "--features", str(bad), "--adapter", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a `replay-capture` file" in result.output
