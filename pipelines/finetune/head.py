@@ -117,21 +117,12 @@ def capture(
 
 
 def _rebalanced(kept: Sequence[SplitExample], unsafe: Sequence[bool]) -> torch.Tensor:
-    """The examples' own weights (``mix.class_weights``), rescaled so that each label of a side again
-    carries half of that side: a no-op for a full capture, a correction for one stopped by a budget."""
-    from collections import Counter, defaultdict
+    """The examples' own weights (``mix.class_weights``), rebalanced over what was captured: a no-op for
+    a full capture, a correction for one stopped by a budget."""
+    from pipelines.finetune.mix import balance_labels
 
-    mass: defaultdict[tuple[str, bool], float] = defaultdict(float)
-    for ex, u in zip(kept, unsafe, strict=True):
-        mass[(ex.side, u)] += ex.weight
-    per_side = Counter(ex.side for ex in kept)
-    labels = Counter(side for side, _ in mass)
-    return torch.tensor(
-        [
-            ex.weight * per_side[ex.side] / (labels[ex.side] * mass[(ex.side, u)])
-            for ex, u in zip(kept, unsafe, strict=True)
-        ]
-    )
+    keys = [(ex.side, bool(u)) for ex, u in zip(kept, unsafe, strict=True)]
+    return torch.tensor(balance_labels([ex.weight for ex in kept], keys))
 
 
 def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:

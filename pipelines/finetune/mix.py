@@ -58,11 +58,9 @@ def class_weights(
     dataset ``d`` on side ``s`` gets ``n_s * m_d * n_sd / sum_e(m_e * n_se)``, split evenly over the labels
     it has, and each side's labels are then scaled back to half the side each.
     """
-    per_side = Counter(ex.side for ex in examples)
+    keys = [(ex.side, ex.unsafe) for ex in examples]
     if source_weights is None:
-        counts = Counter((ex.side, ex.unsafe) for ex in examples)
-        labels = Counter(side for side, _ in counts)
-        return [per_side[ex.side] / (labels[ex.side] * counts[(ex.side, ex.unsafe)]) for ex in examples]
+        return balance_labels([1.0] * len(examples), keys)
     cell = Counter((ex.side, ex.source, ex.unsafe) for ex in examples)
     per_source = Counter((ex.side, ex.source) for ex in examples)
     mass: defaultdict[str, float] = defaultdict(float)
@@ -70,17 +68,25 @@ def class_weights(
         mass[side] += source_weights.get(source, 1.0) * n
     labels_of = Counter((side, source) for side, source, _ in cell)
     raw = [
-        per_side[ex.side] * source_weights.get(ex.source, 1.0) * per_source[(ex.side, ex.source)]
+        source_weights.get(ex.source, 1.0) * per_source[(ex.side, ex.source)]
         / (mass[ex.side] * labels_of[(ex.side, ex.source)] * cell[(ex.side, ex.source, ex.unsafe)])
         for ex in examples
     ]  # fmt: skip
+    return balance_labels(raw, keys)
+
+
+def balance_labels(weights: Sequence[float], keys: Sequence[tuple[str, bool]]) -> list[float]:
+    """``weights`` rescaled per (side, label) so that each label present on a side carries half of that
+    side's example count; relative weights within a (side, label) are kept. Also used by the head
+    trainer to re-balance a capture stopped early by its budget."""
     label_mass: defaultdict[tuple[str, bool], float] = defaultdict(float)
-    for ex, w in zip(examples, raw, strict=True):
-        label_mass[(ex.side, ex.unsafe)] += w
+    for key, w in zip(keys, weights, strict=True):
+        label_mass[key] += w
+    per_side = Counter(side for side, _ in keys)
     present = Counter(side for side, _ in label_mass)
     return [
-        w * per_side[ex.side] / (present[ex.side] * label_mass[(ex.side, ex.unsafe)])
-        for ex, w in zip(examples, raw, strict=True)
+        w * per_side[key[0]] / (present[key[0]] * label_mass[key])
+        for key, w in zip(keys, weights, strict=True)
     ]
 
 
