@@ -6,6 +6,8 @@ This command scores every ``--data`` file with three scorers on the same seeded 
 (the shipped default unless ``--model``/``--adapter`` say otherwise), the base checkpoint without any
 adapter, and the ``alt-profanity-check`` baseline — and prints their AUPRC, the deltas, and a verdict: the
 guard must beat each of the other two wherever that one beats chance (AUPRC above the positive rate).
+Each delta comes with its 95 % paired-bootstrap interval (``metrics.delta_interval``): the verdict is the
+issue's rule on the point estimates, and the interval says whether that sample could have told.
 
 Sets with no negatives (HarmBench, SimpleSafetyTests, Do-Not-Answer) have no defined AUPRC; their column
 is recall at the threshold instead, and they never decide the verdict. Scores are cached per scorer
@@ -40,6 +42,8 @@ class SetResult(BaseModel):
     auprc: float | None
     recall: float
     seconds: float
+    scores: list[float] | None = None
+    """Per row, in the sampled order, so deltas get intervals; None in caches written before they did."""
 
 
 class CompareRow(BaseModel):
@@ -52,6 +56,8 @@ class CompareRow(BaseModel):
     results: dict[str, SetResult]
     passed: bool | None
     """None when the set can't decide (no negatives, or neither rival beats chance)."""
+    intervals: dict[str, tuple[float, float]] = {}
+    """Per rival: the 95 % bootstrap interval of the guard's AUPRC minus the rival's."""
 
 
 def _digest(path: Path) -> str:
@@ -89,6 +95,24 @@ def verdict(positive_rate: float, results: dict[str, SetResult]) -> bool | None:
     return all(guard.auprc > a for a in rivals)
 
 
+def delta_intervals(
+    labels: Sequence[int], results: dict[str, SetResult], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """The guard's delta to each rival as a bootstrap interval, wherever both have per-row scores."""
+    from pipelines.evaluate.metrics import delta_interval
+
+    guard = results.get("guard")
+    out: dict[str, tuple[float, float]] = {}
+    if guard is None or guard.scores is None or guard.auprc is None:
+        return out
+    for name, rival in results.items():
+        if name != "guard" and rival.scores is not None and rival.auprc is not None:
+            interval = delta_interval(labels, guard.scores, rival.scores, rounds=rounds)
+            if interval is not None:
+                out[name] = interval
+    return out
+
+
 def _score(
     name: str, scorer: Callable[[Sequence[EvalRow]], list[float]], rows: list[EvalRow], data: Path
 ) -> SetResult:
@@ -108,6 +132,7 @@ def _score(
         auprc=metrics.auprc if metrics.positives < len(rows) else None,
         recall=metrics.recall,
         seconds=round(time.monotonic() - started, 1),
+        scores=[float(s) for s in scores],
     )
 
 
@@ -141,6 +166,7 @@ def run_compare(
     cache_dir: Path,
     scorers: Sequence[str],
     threads: int | None,
+    rounds: int = 1000,
 ) -> list[CompareRow]:
     """Score (or read from the cache) every file with every scorer; one ``CompareRow`` per file."""
     from pipelines.evaluate.cli import sample_rows
@@ -168,8 +194,10 @@ def run_compare(
         positives = sum(row.unsafe for row in rows)
         rate = positives / len(rows)
         sides = ",".join(sorted({row.side for row in rows}))
+        labels = [row.unsafe for row in rows]
         table.append(CompareRow(data=path.name, side=sides, rows=len(rows), positive_rate=rate,
-                                results=results, passed=verdict(rate, results)))  # fmt: skip
+                                results=results, passed=verdict(rate, results),
+                                intervals=delta_intervals(labels, results, rounds)))  # fmt: skip
     return table
 
 
@@ -187,20 +215,27 @@ def _delta(a: SetResult | None, b: SetResult | None) -> str:
     return f"{a.auprc - b.auprc:+6.3f}"
 
 
+def _interval(row: CompareRow, rival: str) -> str:
+    span = row.intervals.get(rival)
+    return f"[{span[0]:+.2f},{span[1]:+.2f}]" if span is not None else "      -      "
+
+
 def format_table(table: Sequence[CompareRow]) -> str:
-    """One line per file: chance, the three AUPRCs, the guard's deltas, the verdict."""
+    """One line per file: chance, the three AUPRCs, the guard's deltas with intervals, the verdict."""
     lines = [
         f"{'data':<34} {'side':<8} {'rows':>5} {'chance':>6} {'guard':>6} {'base':>6} {'words':>6} "
-        f"{'Δbase':>6} {'Δwords':>6}  verdict"
+        f"{'Δbase':>6} {'95% interval':>13} {'Δwords':>6} {'95% interval':>13}  verdict"
     ]
     for row in table:
         g, b, p = (row.results.get(k) for k in SCORERS)
         mark = {True: "ok", False: "FAIL", None: "-"}[row.passed]
         lines.append(
             f"{row.data[:34]:<34} {row.side[:8]:<8} {row.rows:>5} {row.positive_rate:6.3f} {_cell(g)} "
-            f"{_cell(b)} {_cell(p)} {_delta(g, b)} {_delta(g, p)}  {mark}"
+            f"{_cell(b)} {_cell(p)} {_delta(g, b)} {_interval(row, 'base')} {_delta(g, p)} "
+            f"{_interval(row, 'profanity')}  {mark}"
         )
-    lines.append("AUPRC; 'r0.83' = recall at 0.5 where a set has no negatives (AUPRC undefined).")
+    lines.append("AUPRC; 'r0.83' = recall at 0.5 where a set has no negatives (AUPRC undefined); intervals:")
+    lines.append("95 % paired bootstrap of the delta over the set's rows: one that spans 0 can't tell.")
     return "\n".join(lines)
 
 
@@ -219,6 +254,7 @@ def register_compare(group: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
         threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
         strict: Annotated[bool, typer.Option(help="Exit 1 if any set fails the verdict.")] = False,
+        bootstrap: Annotated[int, typer.Option(help="Resamples per delta interval (0: none).")] = 1000,
     ) -> None:
         """Guard vs bare base vs word list on each file, with deltas and the ship/no-ship verdict."""
         with user_errors():
@@ -226,7 +262,7 @@ def register_compare(group: typer.Typer) -> None:
             unknown = set(chosen) - set(SCORERS)
             if unknown:
                 raise ValueError(f"unknown scorer(s) {sorted(unknown)}; known: {', '.join(SCORERS)}")
-            table = run_compare(data, model, adapter, sample, seed, cache_dir, chosen, threads)
+            table = run_compare(data, model, adapter, sample, seed, cache_dir, chosen, threads, bootstrap)
             typer.echo(format_table(table))
             if json_out is not None:
                 json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -70,3 +70,34 @@ def pr_curve(labels: Sequence[int], scores: Sequence[float]) -> PRCurve | None:
         return None
     precision, recall, _ = precision_recall_curve(labels, scores)
     return PRCurve(precision=tuple(float(p) for p in precision), recall=tuple(float(r) for r in recall))
+
+
+def delta_interval(
+    labels: Sequence[int], a: Sequence[float], b: Sequence[float], *, rounds: int = 1000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % paired-bootstrap interval of ``AUPRC(a) - AUPRC(b)`` on the same rows; None if undefined.
+
+    Why: on a few hundred rows one set's AUPRC moves by several hundredths from one seeded sample to the
+    next (PKU-SafeRLHF's word list: 0.679 on one 150-row sample, 0.548 on all 2,000 rows), so a verdict
+    decided by a delta inside its interval is a coin, not a measurement. Rows are resampled with
+    replacement, the same rows for both scorers (paired); a resample holding one class only is skipped.
+    """
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    y, sa, sb = np.asarray(labels), np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not len(y) == len(sa) == len(sb):
+        raise ValueError("labels and scores differ in length")
+    if rounds < 1 or y.min(initial=1) == y.max(initial=0):
+        return None
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y), len(y))
+        if y[pick].min() == y[pick].max():
+            continue
+        deltas.append(average_precision_score(y[pick], sa[pick]) - average_precision_score(y[pick], sb[pick]))
+    if not deltas:
+        return None
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)

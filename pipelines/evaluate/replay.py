@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipelines.errors import user_errors
-from pipelines.evaluate.compare import CompareRow, SetResult, format_table, verdict
+from pipelines.evaluate.compare import CompareRow, SetResult, delta_intervals, format_table, verdict
 from pipelines.evaluate.rows import EvalRow, read_rows
 from workers.errors import InputError
 
@@ -109,10 +109,12 @@ def _result(name: str, data: str, labels: list[int], scores: list[float]) -> Set
     metrics = binary_metrics(labels, scores, 0.5)
     auprc = metrics.auprc if 0 < metrics.positives < len(labels) else None
     return SetResult(scorer=name, data=data, rows=len(labels), positives=metrics.positives, auprc=auprc,
-                     recall=metrics.recall, seconds=0.0)  # fmt: skip
+                     recall=metrics.recall, seconds=0.0, scores=scores)  # fmt: skip
 
 
-def replay_table(feats: ReplayFeatures, base: list[float], guard: list[float]) -> list[CompareRow]:
+def replay_table(
+    feats: ReplayFeatures, base: list[float], guard: list[float], rounds: int = 1000
+) -> list[CompareRow]:
     """The ``compare`` rows (guard vs base vs word list, and the ship verdict) from replayed scores."""
     table = []
     for name in dict.fromkeys(feats.files):
@@ -125,7 +127,8 @@ def replay_table(feats: ReplayFeatures, base: list[float], guard: list[float]) -
         rate = sum(labels) / len(labels)
         side = ",".join(sorted({feats.sides[i] for i in idx}))
         table.append(CompareRow(data=name, side=side, rows=len(idx), positive_rate=rate, results=results,
-                                passed=verdict(rate, results)))  # fmt: skip
+                                passed=verdict(rate, results),
+                                intervals=delta_intervals(labels, results, rounds)))  # fmt: skip
     return table
 
 
@@ -149,6 +152,26 @@ def _load_base(model_path: Path | None, threads: int | None) -> tuple[Any, Any, 
     )
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, local_files_only=True).eval()
     return model, tokens, source.name
+
+
+def load_features(path: Path) -> ReplayFeatures:
+    """A ``replay-capture`` file, or a one-line ``InputError`` saying why it is not one."""
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"no features at {path} (run `guardstream eval replay-capture`)")
+    try:
+        return ReplayFeatures(**torch.load(path, weights_only=True))
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
+        raise InputError(f"{path} is not a `replay-capture` file ({type(exc).__name__})") from None
+
+
+def load_replay_base(model_path: Path | None, threads: int | None, feats: ReplayFeatures) -> tuple[Any, Any]:
+    """The base checkpoint and its guard tokens, refused unless ``feats`` were captured with it."""
+    bare, tokens, name = _load_base(model_path, threads)
+    if feats.base != name:
+        raise InputError(f"these features were captured with {feats.base}, not {name}")
+    return bare, tokens
 
 
 def register_replay(group: typer.Typer) -> None:
@@ -196,25 +219,15 @@ def register_replay(group: typer.Typer) -> None:
         adapter: Annotated[list[Path], typer.Option(help="Head adapter dir(s) to score; repeatable.")],
         model: Annotated[Path | None, typer.Option(help="Base checkpoint (default: shipped).")] = None,
         threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+        bootstrap: Annotated[int, typer.Option(help="Resamples per delta interval (0: none).")] = 1000,
     ) -> None:
         """The compare table (guard vs bare base vs word list, deltas, verdict) for each head adapter."""
-        import torch
-
         with user_errors():
-            if not features.is_file():
-                raise InputError(f"no features at {features} (run `guardstream eval replay-capture`)")
-            try:
-                feats = ReplayFeatures(**torch.load(features, weights_only=True))
-            except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
-                raise InputError(
-                    f"{features} is not a `replay-capture` file ({type(exc).__name__})"
-                ) from None
-            bare, tokens, base_name = _load_base(model, threads)
-            if feats.base != base_name:
-                raise InputError(f"{features} was captured with {feats.base}, not {base_name}")
+            feats = load_features(features)
+            bare, tokens = load_replay_base(model, threads, feats)
             base = replay_scores(bare, feats, tokens.unsafe_id)
             for path in adapter:
                 fresh, _, _ = _load_base(model, threads)  # peft wraps in place: one base per adapter
                 guard = replay_scores(head_adapter(fresh, path), feats, tokens.unsafe_id)
                 typer.echo(f"adapter {path} (replayed on {len(feats.files)} captured rows)")
-                typer.echo(format_table(replay_table(feats, base, guard)))
+                typer.echo(format_table(replay_table(feats, base, guard, bootstrap)))

@@ -45,3 +45,31 @@ def test_pr_curve_ends_at_full_precision_zero_recall() -> None:
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError):
         binary_metrics([1, 0], [0.5], threshold=0.5)
+
+
+def test_delta_interval_brackets_a_real_gap_and_collapses_on_equal_scorers() -> None:
+    import random
+
+    from pipelines.evaluate.metrics import delta_interval
+
+    rng = random.Random(0)
+    labels = [i % 2 for i in range(200)]
+    informed = [y + rng.gauss(0, 0.5) for y in labels]  # separates the classes well
+    noise = [rng.gauss(0, 1) for _ in labels]
+    low, high = delta_interval(labels, informed, noise, rounds=200)  # type: ignore[misc]
+    gap = binary_metrics(labels, informed, 0.5).auprc - binary_metrics(labels, noise, 0.5).auprc  # type: ignore[operator]
+    assert 0 < low < gap < high  # the point estimate sits inside, and the gap is told apart from 0
+    assert delta_interval(labels, informed, informed, rounds=50) == (0.0, 0.0)
+    assert delta_interval(labels, informed, noise, rounds=200) == (low, high)  # seeded
+    # two scorers equally uninformed: the interval spans 0, so the sample can't tell them apart
+    other = [rng.gauss(0, 1) for _ in labels]
+    low, high = delta_interval(labels, noise, other, rounds=200)  # type: ignore[misc]
+    assert low < 0 < high
+
+
+def test_delta_interval_is_undefined_without_both_classes() -> None:
+    from pipelines.evaluate.metrics import delta_interval
+
+    assert delta_interval([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1]) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        delta_interval([1, 0], [0.1], [0.2, 0.3])

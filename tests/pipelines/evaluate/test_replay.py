@@ -108,6 +108,7 @@ def test_replay_table_applies_the_compare_verdict() -> None:
     (bad,) = replay_table(feats, base=[0.5, 0.5, 0.5, 0.5], guard=[0.1, 0.9, 0.2, 0.8])
     assert good.passed is True and bad.passed is False
     assert good.results["guard"].auprc == pytest.approx(1.0)
+    assert set(good.intervals) == {"base", "profanity"}  # replay keeps per-row scores, so every delta has one
 
 
 def test_replay_refuses_a_file_that_is_not_a_capture(tmp_path: Path) -> None:

@@ -57,9 +57,27 @@ def test_table_prints_deltas() -> None:
         "base": _result("base", 0.7),
         "profanity": _result("profanity", 0.6),
     }
-    row = CompareRow(data="x.jsonl", side="prompt", rows=10, positive_rate=0.5, results=results, passed=True)
+    row = CompareRow(data="x.jsonl", side="prompt", rows=10, positive_rate=0.5, results=results, passed=True,
+                     intervals={"base": (-0.031, 0.234)})  # fmt: skip
     text = format_table([row])
     assert "+0.100" in text and "+0.200" in text and " ok" in text
+    assert "[-0.03,+0.23]" in text  # the base delta's interval; the word list's has none, so a dash
+
+
+def test_compare_rows_carry_bootstrap_intervals_from_per_row_scores() -> None:
+    from pipelines.evaluate.compare import delta_intervals
+
+    labels = [1, 0] * 20
+    results = {
+        "guard": SetResult(scorer="guard", data="d", rows=40, positives=20, auprc=1.0, recall=1.0,
+                           seconds=0, scores=[0.9 if y else 0.1 for y in labels]),
+        "base": SetResult(scorer="base", data="d", rows=40, positives=20, auprc=0.5, recall=0.0,
+                          seconds=0, scores=[0.5] * 40),
+        "profanity": _result("profanity", 0.6),  # read from an old cache: no per-row scores, no interval
+    }  # fmt: skip
+    spans = delta_intervals(labels, results, rounds=100)
+    assert set(spans) == {"base"}
+    assert 0.25 < spans["base"][0] <= 0.5 <= spans["base"][1] < 0.75  # 1.0 minus a coin's ~0.5
 
 
 def test_mix_weights_each_class_equally_per_side_and_merges_duplicates() -> None:
