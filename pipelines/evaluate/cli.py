@@ -231,6 +231,7 @@ def register(app: typer.Typer) -> None:
     from pipelines.evaluate.calibrate import register_calibrate
     from pipelines.evaluate.compare import register_compare
     from pipelines.evaluate.datasets import register_commands
+    from pipelines.evaluate.probe import register_probe
     from pipelines.evaluate.replay import register_replay
     from pipelines.evaluate.split import register_split
 
@@ -240,5 +241,6 @@ def register(app: typer.Typer) -> None:
     register_split(group)
     register_compare(group)
     register_replay(group)
+    register_probe(group)
     register_calibrate(group)
     app.add_typer(group, name="eval")

@@ -125,13 +125,18 @@ def _rebalanced(kept: Sequence[SplitExample], unsafe: Sequence[bool]) -> torch.T
     return torch.tensor(balance_labels([ex.weight for ex in kept], keys))
 
 
-def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """The rest of the last layer, the final norm and the LM head, position-wise."""
+def final_hidden(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """The rest of the last layer and the final norm, position-wise: what the LM head reads."""
     dec = decoder_of(model)
     last = dec.layers[-1]
     hidden = residual + last.self_attn.o_proj(attention)
     hidden = hidden + last.mlp(last.post_attention_layernorm(hidden))
-    return model.get_output_embeddings()(dec.norm(hidden)).float()  # type: ignore[no-any-return]
+    return dec.norm(hidden)  # type: ignore[no-any-return]
+
+
+def head_logits(model: Any, residual: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """The rest of the last layer, the final norm and the LM head, position-wise."""
+    return model.get_output_embeddings()(final_hidden(model, residual, attention)).float()  # type: ignore[no-any-return]
 
 
 def verdict_positions(feats: HeadFeatures, verdict_ids: tuple[int, int]) -> torch.Tensor:
