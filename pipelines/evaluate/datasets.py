@@ -21,7 +21,8 @@ request holds 30 % out for evaluation; NonCommercial sets are held out whole).
 | wildguardtest | prompt | 1,554 (609 unsafe) | ODC-BY | train split |
 
 hh-rlhf (MIT) is not converted: it only says which of two replies is *less* harmful, never whether one is
-safe, so it cannot give a 0/1 label.
+safe, so it cannot give a 0/1 label; ``finetune --pairs`` trains a ranking term on it instead
+(``pipelines/finetune/pairs.py``).
 """
 
 from __future__ import annotations

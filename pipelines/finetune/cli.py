@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +19,9 @@ from pipelines.errors import user_errors
 from pipelines.evaluate.rows import EvalRow, read_rows
 from pipelines.finetune.data import AugmentConfig
 from pipelines.finetune.train import CaptureBudget, TrainConfig
+
+if TYPE_CHECKING:
+    from pipelines.finetune.pairs import PreferencePair
 
 FORMAT_HELP = (
     "Llama Guard prompt format (default: inferred from --model; the shipped base uses llama-guard-3)."
@@ -98,6 +102,12 @@ def finetune_command(
         list[str] | None,
         typer.Option(help="Dataset of statements (e.g. toxigen) whose rows the agent also says; repeatable."),
     ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Head trainer: hh-rlhf JSONL (chosen/rejected) for a ranking term (pairs.py)."),
+    ] = None,
+    max_pairs: Annotated[int, typer.Option(min=1, help="Seeded random pairs kept from --pairs.")] = 600,
+    pair_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the ranking term.")] = 1.0,
     trainer: Annotated[
         str, typer.Option(help="head: last layer on cached activations; cached: top layers; full.")
     ] = "head",
@@ -116,6 +126,13 @@ def finetune_command(
         if trainer not in ("head", "cached", "full"):
             raise ValueError(f"unknown --trainer {trainer!r}; known: head, cached, full")
         head = trainer == "head" and not taxonomy_augment
+        if pairs is not None and not head:
+            raise ValueError("--pairs trains a ranking term of the head trainer: use --trainer head")
+        from pipelines.finetune.mix import heldout_keys, without_heldout
+        from pipelines.finetune.pairs import read_hh_pairs
+
+        held = heldout_keys(exclude) if exclude else set()
+        ranked = read_hh_pairs(pairs, held, max_pairs, seed) if pairs is not None else []
         if head:
             from pipelines.finetune.head import HEAD_PROJECTIONS
 
@@ -131,6 +148,8 @@ def finetune_command(
             grad_accum=grad_accum,
             max_tokens=max_tokens,
             source_weights=_source_weights(source_weight),
+            pairs=len(ranked),
+            pair_weight=pair_weight,
             seed=seed,
         )
         on = augment
@@ -147,12 +166,10 @@ def finetune_command(
         )
         rows = _sample_rows(data, per_file, seed)
         if exclude:
-            from pipelines.finetune.mix import heldout_keys, without_heldout
-
-            rows = without_heldout(rows, heldout_keys(exclude))
+            rows = without_heldout(rows, held)
         run_finetune(
             rows, out, model, prompt_format, taxonomy, category_map, config, aug, max_examples, threads,
-            "head" if head else trainer, features, CaptureBudget(capture_budget, capture_examples),
+            "head" if head else trainer, features, CaptureBudget(capture_budget, capture_examples), ranked,
         )  # fmt: skip
 
 
@@ -170,8 +187,9 @@ def run_finetune(
     trainer: str = "full",
     features: Path | None = None,
     capture_budget: CaptureBudget | None = None,
+    pairs: Sequence[PreferencePair] = (),
 ) -> None:
-    """Load, augment, encode, train and save; pieces: ``data``, ``train``, ``loop``, ``head``."""
+    """Load, augment, encode, train and save; pieces: ``data``, ``train``, ``loop``, ``head``, ``pairs``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -211,6 +229,8 @@ def run_finetune(
         mapping = load_category_map(category_map)
     examples = Augmenter(base, mapping, aug).expand(rows)
     varied = aug.shuffle_categories or aug.drop_nonviolated or aug.drop_violated
+    if pairs and (trainer != "head" or varied):
+        raise ValueError("preference pairs train only with the head trainer and no taxonomy augmentation")
     if not varied:
         from pipelines.finetune.mix import dedupe
 
@@ -228,7 +248,7 @@ def run_finetune(
 
         model = wrap_lora(model, config).to(device)
         history, count = train_head_recipe(
-            model, examples, fmt, tokens, config, out, features, capture_budget
+            model, examples, fmt, tokens, config, out, features, capture_budget, pairs
         )
     elif varied or trainer != "cached" or config.top_layers is None:
         encoded = [e for ex in examples if (e := encode_example(ex, fmt, tokens, config.max_tokens))]

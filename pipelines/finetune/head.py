@@ -28,6 +28,7 @@ import structlog
 import torch
 
 from pipelines.finetune.cached import SplitExample, decoder_of, embed, run_prefix, run_suffixes
+from pipelines.finetune.pairs import PairFeatures, PreferencePair
 from pipelines.finetune.train import CaptureBudget, TrainConfig
 
 log = structlog.get_logger(__name__)
@@ -180,10 +181,15 @@ def train_head(
     out_dir: Path,
     verdict_ids: tuple[int, int],
     batch_examples: int = 32,
+    pairs: PairFeatures | None = None,
 ) -> list[dict[str, float]]:
-    """AdamW over the last layer's LoRA weights, ``config.epochs`` passes over the cached examples."""
+    """AdamW over the last layer's LoRA weights, ``config.epochs`` passes over the cached examples; with
+    ``pairs``, each step adds ``config.pair_weight`` times the ranking loss of 16 seeded random pairs."""
     torch.manual_seed(config.seed)
     from pipelines.finetune.loop import epoch_order, optimise
+    from pipelines.finetune.pairs import pair_loss
+
+    pick = random.Random(config.seed + 1)
 
     n_examples = len(feats.weight)
     by_example: list[list[int]] = [[] for _ in range(n_examples)]
@@ -196,7 +202,11 @@ def train_head(
     def loss_at(step: int) -> Any:
         chosen = order[step * batch_examples : (step + 1) * batch_examples]
         chosen_positions = torch.tensor([p for i in chosen for p in by_example[i]])
-        return _loss(model, feats, chosen_positions, verdict, config.verdict_weight)
+        loss = _loss(model, feats, chosen_positions, verdict, config.verdict_weight)
+        if pairs is not None and len(pairs):
+            picked = torch.tensor(pick.sample(range(len(pairs)), min(16, len(pairs))))
+            loss = loss + config.pair_weight * pair_loss(model, pairs, picked, verdict_ids)
+        return loss
 
     return optimise(model, steps, config, out_dir, loss_at, "head_step")
 
@@ -243,6 +253,7 @@ def train_head_recipe(
     out_dir: Path,
     features: Path | None,
     budget: CaptureBudget | None = None,
+    pairs: Sequence[PreferencePair] = (),
 ) -> tuple[list[dict[str, float]], int]:
     """Encode and split as the scorer does, capture (or reuse) features, train; (history, examples)."""
     from pipelines.finetune.loop import split_examples
@@ -251,5 +262,11 @@ def train_head_recipe(
     data = split_examples(examples, fmt, tokens, config.max_tokens, config.source_weights)
     log.info("finetune_data", examples=len(examples), trained=len(data), **describe(examples))
     feats = features_for(model, data, tokens, features, budget)
+    ranked = None
+    if pairs:
+        from pipelines.finetune.pairs import pair_features_for
+
+        ranked = pair_features_for(model, pairs, examples[0].taxonomy, fmt, tokens, config, features)
     ids = (tokens.safe_id, tokens.unsafe_id)
-    return train_head(model, feats, config, out_dir, ids, batch_examples=config.grad_accum), len(feats.weight)
+    history = train_head(model, feats, config, out_dir, ids, config.grad_accum, ranked)
+    return history, len(feats.weight)

@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
         "(``pipelines/finetune/mix.py: class_weights``).",
     )
     modules: tuple[str, ...] = Field(default=PROJECTIONS, description="Projections that get LoRA matrices.")
+    pairs: int = Field(default=0, ge=0, description="Head trainer: preference pairs in the ranking term.")
+    pair_weight: float = Field(
+        default=1.0, ge=0, description="Head trainer: weight of the ranking term next to the label loss."
+    )
     seed: int = 0
 
 
