@@ -126,8 +126,6 @@ def finetune_command(
         if trainer not in ("head", "cached", "full"):
             raise ValueError(f"unknown --trainer {trainer!r}; known: head, cached, full")
         head = trainer == "head" and not taxonomy_augment
-        if pairs is not None and not head:
-            raise ValueError("--pairs trains a ranking term of the head trainer: use --trainer head")
         from pipelines.finetune.mix import heldout_keys, without_heldout
         from pipelines.finetune.pairs import read_hh_pairs
 
@@ -230,7 +228,10 @@ def run_finetune(
     examples = Augmenter(base, mapping, aug).expand(rows)
     varied = aug.shuffle_categories or aug.drop_nonviolated or aug.drop_violated
     if pairs and (trainer != "head" or varied):
-        raise ValueError("preference pairs train only with the head trainer and no taxonomy augmentation")
+        raise ValueError(
+            "preference pairs (--pairs) train only with the head trainer and no taxonomy augmentation "
+            "(--trainer head, --no-taxonomy-augment)"
+        )
     if not varied:
         from pipelines.finetune.mix import dedupe
 
